@@ -1,0 +1,69 @@
+"""``bando`` command line: a thin dispatcher.
+
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
+it is imported only when used, so ``bando score`` never pays for faust or Kafka imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("bando.commands.score", "score a file of events offline (SPEC section 5)"),
+    "rate": ("bando.commands.rate", "apply a model's points rules to given counts"),
+    "worker": ("streams.worker", "run a live scorer worker (faust)"),
+    "simulate": ("bando.simulator.cli", "generate realistic HCMC activity (file or live)"),
+    "infra": ("bando.infra.cli", "start/stop the local Kafka broker and Redis"),
+    "demo": ("bando.demo", "run the whole demo: broker, Redis, simulator, scorer, display"),
+    "watch": ("bando.commands.watch", "print live score updates in the terminal"),
+    "board": ("display.board_cli", "keep the wall-display board in Redis"),
+    "display": ("display.cli", "serve the wall display (page + push stream)"),
+    "notify": ("alerts.cli", "deliver band-drop alerts to webhooks and logs"),
+    "replay": ("audit.replay_cli", "rebuild or verify published scores from history"),
+    "explain": ("audit.explain_cli", "explain a unit's score at a time"),
+    "archive": ("audit.archive_cli", "export event history to daily files"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bando", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == only:
+            module = importlib.import_module(module_name)
+            module.configure(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is not None and command in COMMANDS:
+        try:
+            parser = build_parser(only=command)
+        except ImportError as exc:
+            print(f"bando {command}: not available ({exc})", file=sys.stderr)
+            return 2
+    else:
+        parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if command is None else 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    rc = args._run(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

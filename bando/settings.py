@@ -1,0 +1,81 @@
+"""One frozen settings object, read from the environment (``BANDO_*``) at the entry point.
+
+Every listener binds to loopback unless an operator sets a host explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+_SECRET_FIELDS = {"kafka_password", "redis_password"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str = ""
+    events_topic: str = "procedure-events"
+    dlq_topic: str = "procedure-events-dlq"
+    scores_topic: str = "unit-scores"
+    rank_changes_topic: str = "rank-changes"
+    band_changes_topic: str = "band-changes"
+    partitions: int = 4
+    replication_factor: int = 1
+    catalog_path: str = ""  # empty: the built-in HCMC catalog
+    model: str = "vn766@1"
+    coalesce_seconds: float = 1.0
+    max_clock_skew_seconds: float = 300.0
+    max_message_bytes: int = 64 * 1024
+    app_id: str = "bando-scorer"
+    data_dir: str = ".bando-data"
+    web_host: str = "127.0.0.1"
+    web_port: int = 0  # 0: faust's web server is not started
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no /metrics listener
+    display_host: str = "127.0.0.1"
+    display_port: int = 8080
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("BANDO_" + f.name.upper())
+            if raw is None:
+                file_path = env.get("BANDO_" + f.name.upper() + "_FILE")
+                if file_path and f.name in _SECRET_FIELDS:
+                    with open(file_path, encoding="utf-8") as fh:
+                        raw = fh.read().strip()
+            if raw is None:
+                continue
+            default = getattr(cls, f.name)
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def redacted(self) -> dict[str, Any]:
+        """A dump that is safe to log: secrets are masked."""
+        out = asdict(self)
+        for name in _SECRET_FIELDS:
+            if out.get(name):
+                out[name] = "***"
+        return out
+
+    def __repr__(self) -> str:  # never print a secret by accident
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"Settings({inner})"
