@@ -9,7 +9,7 @@ from collections.abc import MutableMapping
 NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
 
 
-def classify(seen: bytes | None, digest: bytes) -> str:
+def classify(seen: bytes | str | None, digest: bytes | str) -> str:
     if seen is None:
         return NEW
     return DUPLICATE if seen == digest else CONFLICT

@@ -1,0 +1,102 @@
+"""The ranker stage, free of faust: per-unit scores in, ranked outputs out.
+
+Ranking is global per peer group while units are spread over the partitions of
+``procedure-events``. Scorers therefore re-key their (already coalesced) unit scores by peer
+group onto one internal topic; a single-partition topic is a deliberate choice: the whole
+catalog is a few hundred units, so one ranker holds every group, and a rebalance moves it as a
+whole. The ranker keeps each unit's latest published message in a changelog-backed table, so
+after a restart it still knows old ranks and bands and reports moves across the crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scoring.ranking import competition_ranks
+from scoring.timeutil import parse_ts
+from streams.scorer import SEP, Store
+
+BAND_RANK = {"weak": 0, "average": 1, "fair": 2, "good": 3, "excellent": 4}
+
+
+@dataclass(slots=True)
+class RankerOutput:
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    rank_changes: list[dict[str, Any]] = field(default_factory=list)
+    band_changes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RankerCore:
+    def __init__(self, store: Store, partition: int = 0):
+        self.store = store
+        self.partition = partition
+        self.latest: dict[tuple[str, str], dict[str, Any]] = {}  # (window, unit) -> published
+        self.groups: dict[tuple[str, str], set[str]] = {}  # (window, peer_group) -> units
+
+    def rebuild(self) -> None:
+        self.latest.clear()
+        self.groups.clear()
+        for key, msg in self.store.items("ranked"):
+            window, unit_id = key.split(SEP, 1)
+            self.latest[(window, unit_id)] = msg
+            self.groups.setdefault((window, msg["peer_group"]), set()).add(unit_id)
+
+    def process(self, incoming: Iterable[dict[str, Any]]) -> RankerOutput:
+        """Take a batch of unit scores; re-rank each touched group once."""
+        out = RankerOutput()
+        previous: dict[tuple[str, str], dict[str, Any] | None] = {}
+        touched: set[tuple[str, str]] = set()
+        for msg in incoming:
+            k = (msg["window"], msg["unit_id"])
+            old = self.latest.get(k)
+            if old is not None and parse_ts(old["as_of"]) > parse_ts(msg["as_of"]):  # type: ignore[operator]
+                continue  # a re-delivered older score never moves the board backwards
+            previous.setdefault(k, old)
+            self.latest[k] = dict(msg)
+            self.groups.setdefault((msg["window"], msg["peer_group"]), set()).add(msg["unit_id"])
+            touched.add((msg["window"], msg["peer_group"]))
+        for window, group in sorted(touched):
+            units = sorted(self.groups[(window, group)])
+            totals = {u: self.latest[(window, u)]["total"] for u in units}
+            ranks = competition_ranks(totals)
+            peer_count = sum(t is not None for t in totals.values())
+            for u in units:
+                k = (window, u)
+                msg = self.latest[k]
+                was = previous[k] if k in previous else dict(msg)
+                rank = ranks[u]
+                pc = peer_count if msg["total"] is not None else None
+                changed = k in previous or msg.get("rank") != rank or msg.get("peer_count") != pc
+                if not changed:
+                    continue
+                msg["rank"], msg["peer_count"] = rank, pc
+                self.store.put("ranked", self.partition, window + SEP + u, msg)
+                out.scores.append(_public(msg))
+                old_rank = was.get("rank") if was else None
+                if old_rank is not None and rank is not None and old_rank != rank:
+                    out.rank_changes.append({
+                        "peer_group": group, "window": window, "unit_id": u,
+                        "old_rank": old_rank, "new_rank": rank, "total": msg["total"],
+                        "as_of": msg["as_of"],
+                    })
+                old_band = was.get("band") if was else None
+                if old_band and msg["band"] and old_band != msg["band"]:
+                    out.band_changes.append({
+                        "unit_id": u, "window": window, "old_band": old_band,
+                        "new_band": msg["band"],
+                        "direction": "down" if BAND_RANK[msg["band"]] < BAND_RANK[old_band]
+                        else "up",
+                        "total": msg["total"], "as_of": msg["as_of"],
+                        "top_losses": msg.get("top_losses", []),
+                    })
+        return out
+
+
+_PUBLIC_KEYS = ("unit_id", "name", "peer_group", "window", "as_of", "model", "total", "band",
+                "rank", "peer_count", "groups", "indicators", "input", "top_losses")
+
+
+def _public(msg: dict[str, Any]) -> dict[str, Any]:
+    return {k: msg.get(k) for k in _PUBLIC_KEYS}
