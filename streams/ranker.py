@@ -43,8 +43,11 @@ class RankerCore:
             self.latest[(window, unit_id)] = msg
             self.groups.setdefault((window, msg["peer_group"]), set()).add(unit_id)
 
-    def process(self, incoming: Iterable[dict[str, Any]]) -> RankerOutput:
-        """Take a batch of unit scores; re-rank each touched group once."""
+    def process(
+        self, incoming: Iterable[dict[str, Any]], basis: dict[str, Any] | None = None
+    ) -> RankerOutput:
+        """Take a batch of unit scores; re-rank each touched group once. ``basis`` (where the
+        batch came from) is stamped on every published score as ``rank_basis``."""
         out = RankerOutput()
         previous: dict[tuple[str, str], dict[str, Any] | None] = {}
         touched: set[tuple[str, str]] = set()
@@ -72,6 +75,7 @@ class RankerCore:
                 if not changed:
                     continue
                 msg["rank"], msg["peer_count"] = rank, pc
+                msg["rank_basis"] = basis
                 self.store.put("ranked", self.partition, window + SEP + u, msg)
                 out.scores.append(_public(msg))
                 old_rank = was.get("rank") if was else None
@@ -95,7 +99,7 @@ class RankerCore:
 
 
 _PUBLIC_KEYS = ("unit_id", "name", "peer_group", "window", "as_of", "model", "total", "band",
-                "rank", "peer_count", "groups", "indicators", "input", "top_losses")
+                "rank", "peer_count", "groups", "indicators", "input", "rank_basis", "top_losses")
 
 
 def _public(msg: dict[str, Any]) -> dict[str, Any]:
