@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bando.settings import Settings
 from schemas import EventRejected, Validator
 from scoring.catalog import Catalog
 from scoring.dedup import CONFLICT, NEW, Deduper
@@ -66,11 +67,15 @@ def accept(
             )
 
 
-def load(path: str | Path, catalog: Catalog, model: Model, max_bytes: int = 1 << 20) -> Loaded:
+def load(
+    path: str | Path, catalog: Catalog, model: Model, max_bytes: int | None = None
+) -> Loaded:
     """Fold a whole file into an engine (order-independent by construction of the facts)."""
     engine = Engine(catalog, model)
     loaded = Loaded(engine)
-    validator = Validator(catalog, max_bytes=max_bytes)
+    # the live worker's limit, so a replay and the live map agree on what is too large
+    limit = Settings.from_env().max_message_bytes if max_bytes is None else max_bytes
+    validator = Validator(catalog, max_bytes=limit)
     deduper = Deduper()
     seen_before = 0
     for _, item in accept(iter_lines(path), validator, deduper):

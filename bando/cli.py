@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        for noisy in ("aiokafka", "kafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     rc = args._run(args)
     return int(rc or 0)
 

@@ -54,6 +54,11 @@ class FaustStore:
         return list(self.tables[table].data.items())
 
 
+def internal_topic(settings: Settings) -> str:
+    """Unit scores re-keyed by peer group, kept for ever: audits re-run ranking from it."""
+    return f"{settings.app_id}-unit-scored"
+
+
 def create_app(
     settings: Settings,
     catalog: Catalog | None = None,
@@ -86,7 +91,7 @@ def create_app(
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes, **raw)
     dlq = app.topic(settings.dlq_topic, **raw)
-    scored = app.topic(f"{settings.app_id}-unit-scored", partitions=1, internal=True, **raw)
+    scored = app.topic(internal_topic(settings), partitions=1, internal=True, **raw)
     scores = app.topic(settings.scores_topic, **raw)
     rank_changes = app.topic(settings.rank_changes_topic, **raw)
     band_changes = app.topic(settings.band_changes_topic, **raw)

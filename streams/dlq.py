@@ -6,6 +6,11 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
+# The DLQ copy of a value is capped so the record always fits a Kafka message (base64 and JSON
+# escaping can inflate a value six-fold); the full original stays in the source topic, which
+# keeps history for ever, at the partition and offset the record names.
+MAX_VALUE_CHARS = 128 * 1024
+
 
 def dlq_record(
     code: str, detail: str, topic: str, partition: int, offset: int,
@@ -27,6 +32,10 @@ def dlq_record(
     except UnicodeDecodeError:
         record["value"] = base64.b64encode(raw).decode("ascii")
         record["value_encoding"] = "base64"
+    if len(record["value"]) > MAX_VALUE_CHARS:
+        record["value"] = record["value"][:MAX_VALUE_CHARS]
+        record["value_truncated"] = True
+        record["value_bytes"] = len(raw)
     if key is not None and record["key"] is None:
         record["key"] = base64.b64encode(key).decode("ascii")
         record["key_encoding"] = "base64"

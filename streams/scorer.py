@@ -127,13 +127,16 @@ class ScorerCore:
                     "conflicting_duplicate",
                     f"event_id {event.event_id[:128]!r} was seen before with another body")))
                 continue
-            if status != NEW:
+            if status == NEW:
+                self.store.put("seen", p, event.event_id, digest)
+                out.accepted.append(event)
+            else:
+                # Fold it again anyway: the "seen" and "facts" changelogs are separate topics,
+                # so a crash can keep the first write and lose the second. Folding is
+                # idempotent, so re-applying a true duplicate changes nothing.
                 out.duplicates += 1
-                continue
-            self.store.put("seen", p, event.event_id, digest)
             if event.ts > self.watermark.get(p, -(2**62)):
                 self.watermark[p] = event.ts
-            out.accepted.append(event)
             unit_id = event.unit_id
             if unit_id is None:  # clock.tick: only moves event time
                 continue
@@ -168,6 +171,8 @@ class ScorerCore:
         self._next_change.clear()
         self._last_window.clear()
         self._pending_ts.clear()
+        # What this worker sent before may have been superseded by another worker meanwhile.
+        self._last_sent.clear()
         for key, value in self.store.items("clock"):
             p = int(key)
             if p in partitions and value:

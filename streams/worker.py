@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from bando import metrics
-    from bando.infra.kafka import ensure_project_topics
-    from streams.app import create_app
+    from bando.infra import create_topics, ensure_project_topics
+    from streams.app import create_app, internal_topic
 
     settings = Settings.from_env(
         kafka_bootstrap=args.bootstrap, partitions=args.partitions,
@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     )
     log.info("settings: %s", settings.redacted())
     ensure_project_topics(settings.kafka_bootstrap, settings)
+    # faust declares its internal topic lazily; a consumer that subscribes before it exists
+    # ignores it until the next metadata refresh (minutes), so create it up front.
+    create_topics(settings.kafka_bootstrap, [internal_topic(settings)], 1,
+                  settings.replication_factor, {"retention.ms": "-1"})
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, service="worker")
     app = create_app(settings)

@@ -26,7 +26,7 @@ from pipeline_support import (
 )
 
 from bando.batch import iter_lines, load, score_report
-from bando.infra.kafka import ensure_project_topics
+from bando.infra import ensure_project_topics
 from scoring.catalog import load_catalog
 from scoring.model import load_model
 from scoring.timeutil import format_ts, parse_ts, resolve_window

@@ -1,0 +1,339 @@
+"""ScorerCore on small hand-made inputs: de-duplication, coalescing, the next-change path,
+held facts, future timestamps, event-time watermark, reassignment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+import streams.scorer as scorer_module
+from bando.batch import load
+from bando.settings import Settings
+from scoring.catalog import Catalog
+from scoring.model import Model
+from scoring.timeutil import format_ts, parse_ts
+from streams.scorer import ScorerCore
+
+BASE = parse_ts("2024-05-10T08:00:00+07:00")
+assert BASE is not None
+MINUTE = 60_000_000
+DAY = 24 * 60 * MINUTE
+
+
+def at(minutes: float) -> str:
+    """An RFC 3339 time ``minutes`` after 2024-05-10 08:00 +07:00."""
+    return format_ts(BASE + int(minutes * MINUTE))
+
+
+def codes(outcome: Any) -> list[str]:
+    return [exc.code for _, exc in outcome.rejected]
+
+
+def by_window(messages: list[dict[str, Any]], unit: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        if m["unit_id"] == unit:
+            assert m["window"] not in out, f"two messages for {unit} {m['window']} in one flush"
+            out[m["window"]] = m
+    return out
+
+
+@pytest.fixture
+def scorer(small_catalog: Catalog, model: Model, mem_store: Any) -> ScorerCore:
+    return ScorerCore(small_catalog, model, mem_store)
+
+
+# --- de-duplication -------------------------------------------------------------------------
+
+
+def test_exact_repeat_is_a_noop_and_conflicting_repeat_is_rejected(
+    scorer: ScorerCore, feed: Any, ev: Any
+) -> None:
+    rec = ev.received("u1", "d1", at(0), at(600))
+    out = scorer.process(feed.batch([rec]))
+    assert len(out.accepted) == 1 and not out.rejected
+    first = by_window(scorer.flush(), "u1")
+    assert first["year:2024"]["indicators"]["on_time"]["den"] == 1
+
+    # the same body again, with other key order and whitespace: a no-op
+    same = orjson.loads(orjson.dumps(dict(reversed(list(rec.items())))))
+    again = feed.msg(b"  " + orjson.dumps(same) + b"\n")
+    out = scorer.process([again, feed.msg(rec)])
+    assert out.accepted == [] and out.rejected == [] and out.duplicates == 2
+    assert scorer.flush() == []
+
+    # same event_id, another body: refused, and the first body stands
+    conflicting = dict(rec, channel="in_person", full_online=False)
+    out = scorer.process(feed.batch([conflicting]))
+    assert codes(out) == ["conflicting_duplicate"]
+    assert out.accepted == [] and out.duplicates == 0
+    assert scorer.flush() == []
+    assert scorer.states["u1"].dossiers["d1"].online is True
+
+
+def test_conflicting_duplicate_within_one_batch(scorer: ScorerCore, feed: Any, ev: Any) -> None:
+    rec = ev.received("u1", "d1", at(0), at(600))
+    out = scorer.process(feed.batch([rec, dict(rec, procedure_id="proc-2"), rec]))
+    assert len(out.accepted) == 1
+    assert codes(out) == ["conflicting_duplicate"]
+    assert out.duplicates == 1
+    msg = by_window(scorer.flush(), "u1")["year:2024"]
+    assert msg["indicators"]["on_time"] == {"num": 1, "den": 1, "points": 20, "max": 20,
+                                            "applicable": True}
+
+
+# --- coalescing and the next-change path -----------------------------------------------------
+
+
+def test_many_events_between_flushes_give_one_message_per_window(
+    scorer: ScorerCore, feed: Any, ev: Any
+) -> None:
+    bodies = []
+    for i in range(500):  # 500 dossiers, each received then digitized: 1000 events
+        bodies.append(ev.received("u1", f"d{i}", at(i / 10), at(10 * DAY // MINUTE)))
+        bodies.append(ev.dossier("digitized", "u1", f"d{i}", at(i / 10 + 1)))
+    msgs = feed.batch(bodies)
+    for i in range(0, len(msgs), 170):  # several process() calls, no flush in between
+        scorer.process(msgs[i:i + 170])
+    flushed = scorer.flush()
+    assert sorted((m["unit_id"], m["window"]) for m in flushed) == [
+        ("u1", "month:2024-05"), ("u1", "year:2024")]
+    for m in flushed:
+        assert m["indicators"]["digitized"] == {"num": 500, "den": 500, "points": 4, "max": 4,
+                                                "applicable": True}
+        assert m["input"] == {"topic": "procedure-events", "partition": 0, "offset": 999}
+        assert m["as_of"] == at(499 / 10 + 1)
+    assert scorer.flush() == []
+
+
+def test_passing_a_due_time_republishes_without_new_events(
+    scorer: ScorerCore, feed: Any, ev: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer.process(feed.batch([
+        ev.received("u1", "d1", at(0), at(60)),     # due in an hour
+        ev.received("u1", "d2", at(1), at(6000)),   # due in 100 hours
+        ev.received("u2", "d3", at(2), at(120)),
+    ]))
+    first = scorer.flush()
+    assert by_window(first, "u1")["year:2024"]["indicators"]["on_time"]["num"] == 2
+    calls: list[str] = []
+    real = scorer_module.score_state
+
+    def counting(model: Model, unit: Any, *args: Any) -> Any:
+        calls.append(unit.unit_id)
+        return real(model, unit, *args)
+
+    monkeypatch.setattr(scorer_module, "score_state", counting)
+
+    # nothing new, watermark unchanged: nothing scored, nothing sent
+    assert scorer.flush() == []
+    assert calls == []
+
+    # event time moves, but before any due time: no unit needs re-scoring
+    scorer.process(feed.batch([ev.tick(at(30))]))
+    assert scorer.flush() == []
+    assert calls == []
+
+    # at the due time itself a dossier is still on time (late means T > due)
+    scorer.process(feed.batch([ev.tick(at(60))]))
+    assert scorer.flush() == []
+
+    # past d1's due (and not d3's): u1 is republished with one on-time dossier fewer
+    scorer.process(feed.batch([ev.tick(at(61))]))
+    calls.clear()
+    second = scorer.flush()
+    assert set(calls) == {"u1"}
+    assert {m["unit_id"] for m in second} == {"u1"}
+    for window, msg in by_window(second, "u1").items():
+        assert msg["indicators"]["on_time"]["num"] == 1, window
+        assert msg["total"] < by_window(first, "u1")[window]["total"]
+        assert msg["as_of"] == at(61)
+
+    # past d3's due as well
+    scorer.process(feed.batch([ev.tick(at(121))]))
+    third = scorer.flush()
+    assert {m["unit_id"] for m in third} == {"u2"}
+    assert by_window(third, "u2")["year:2024"]["indicators"]["on_time"]["num"] == 0
+
+
+def test_watermark_is_the_largest_event_time_per_partition(
+    scorer: ScorerCore, feed: Any, ev: Any
+) -> None:
+    scorer.process([feed.msg(ev.received("u1", "d1", at(100), at(600)), partition=1)])
+    scorer.process([feed.msg(ev.received("u2", "d2", at(0), at(600)), partition=2)])
+    # a late event (older than the watermark) is applied but does not move event time back
+    scorer.process([feed.msg(ev.received("u1", "d0", at(10), at(600)), partition=1)])
+    out = scorer.flush()
+    assert by_window(out, "u1")["year:2024"]["as_of"] == at(100)
+    assert by_window(out, "u1")["year:2024"]["indicators"]["on_time"]["den"] == 2
+    assert by_window(out, "u2")["year:2024"]["as_of"] == at(0)  # partitions are independent
+    assert by_window(out, "u2")["year:2024"]["input"]["partition"] == 2
+
+
+def test_new_month_starts_a_new_window(scorer: ScorerCore, feed: Any, ev: Any) -> None:
+    scorer.process(feed.batch([ev.received("u1", "d1", "2024-05-31T10:00:00+07:00",
+                                           "2024-06-20T10:00:00+07:00")]))
+    assert {m["window"] for m in scorer.flush()} == {"month:2024-05", "year:2024"}
+    scorer.process(feed.batch([ev.tick("2024-06-01T00:00:00+07:00")]))
+    # June has nothing for u1 yet: no month message (no score), and the year is unchanged
+    assert scorer.flush() == []
+    scorer.process(feed.batch([ev.received("u1", "d2", "2024-06-01T09:00:00+07:00",
+                                           "2024-06-20T10:00:00+07:00")]))
+    out = by_window(scorer.flush(), "u1")
+    assert set(out) == {"month:2024-06", "year:2024"}
+    assert out["month:2024-06"]["indicators"]["on_time"]["den"] == 1
+    assert out["year:2024"]["indicators"]["on_time"]["den"] == 2
+
+
+# --- held facts --------------------------------------------------------------------------------
+
+
+def test_completed_before_received_takes_effect_when_received_arrives(
+    scorer: ScorerCore, feed: Any, ev: Any
+) -> None:
+    # completion is late (after the due time the received event will carry)
+    out = scorer.process(feed.batch([
+        ev.dossier("completed", "u1", "d1", at(200), e_result=True),
+        ev.dossier("completed", "u1", "d2", at(50), e_result=False),
+    ]))
+    assert len(out.accepted) == 2 and not out.rejected
+    assert scorer.flush() == []  # nothing received yet: no score
+    scorer.process(feed.batch([ev.received("u1", "d1", at(0), at(100))]))
+    msg = by_window(scorer.flush(), "u1")["year:2024"]
+    assert msg["indicators"]["e_result"]["num"] == 1
+    assert msg["indicators"]["e_result"]["den"] == 1
+    assert msg["indicators"]["on_time"]["num"] == 0  # completed at 200 > due at 100
+    assert msg["indicators"]["on_time"]["den"] == 1
+    scorer.process(feed.batch([ev.received("u1", "d2", at(10), at(100))]))
+    msg = by_window(scorer.flush(), "u1")["year:2024"]
+    assert msg["indicators"]["e_result"] == {"num": 1, "den": 2, "points": 3, "max": 6,
+                                             "applicable": True}
+    assert msg["indicators"]["on_time"]["num"] == 1
+
+
+def test_held_facts_survive_a_rebuild(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    a = ScorerCore(small_catalog, model, mem_store)
+    a.process(feed.batch([
+        ev.dossier("completed", "u1", "d1", at(30), e_result=True),
+        {"event_id": "pr1", "type": "petition.resolved", "occurred_at": at(40),
+         "unit_id": "u1", "petition_id": "p1"},
+    ]))
+    assert a.flush() == []
+    b = ScorerCore(small_catalog, model, mem_store.recovered())
+    b.rebuild({0})
+    assert b.flush() == []
+    b.process(feed.batch([
+        ev.received("u1", "d1", at(0), at(100)),
+        {"event_id": "pv1", "type": "petition.received", "occurred_at": at(5),
+         "unit_id": "u1", "petition_id": "p1", "due_at": at(20)},
+    ]))
+    ind = by_window(b.flush(), "u1")["year:2024"]["indicators"]
+    assert (ind["e_result"]["num"], ind["e_result"]["den"]) == (1, 1)
+    assert (ind["on_time"]["num"], ind["on_time"]["den"]) == (1, 1)
+    assert (ind["petitions_on_time"]["num"], ind["petitions_on_time"]["den"]) == (0, 1)
+
+
+# --- future timestamps -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ahead_us", "accepted"), [
+    (0, True),
+    (300_000_000, True),          # exactly the allowed skew
+    (300_000_001, False),         # one microsecond more
+    (3_600_000_000, False),
+])
+def test_future_timestamps(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any,
+    ahead_us: int, accepted: bool,
+) -> None:
+    now = BASE
+    live = ScorerCore(small_catalog, model, mem_store, now_us=lambda: now)
+    event = ev.received("u1", "d1", format_ts(now + ahead_us), at(6000))
+    out = live.process(feed.batch([event]))
+    if accepted:
+        assert len(out.accepted) == 1 and not out.rejected
+        assert live.watermark[0] == now + ahead_us
+    else:
+        assert out.accepted == []
+        assert codes(out) == ["future_timestamp"]
+        assert 0 not in live.watermark  # a refused event does not move event time
+        assert mem_store.get("seen", event["event_id"]) is None  # nor is it remembered
+        assert live.flush() == []
+
+
+def test_future_event_accepted_once_wall_time_catches_up(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    clock = [BASE]
+    live = ScorerCore(small_catalog, model, mem_store, now_us=lambda: clock[0])
+    event = ev.received("u1", "d1", at(10), at(6000))
+    assert codes(live.process(feed.batch([event]))) == ["future_timestamp"]
+    clock[0] = BASE + 5 * MINUTE
+    out = live.process(feed.batch([event]))  # re-sent later: not a duplicate of the refusal
+    assert len(out.accepted) == 1
+
+
+# --- reassignment ------------------------------------------------------------------------------
+
+
+def test_rebuild_only_scores_owned_partitions(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    a = ScorerCore(small_catalog, model, mem_store)
+    for p, unit in enumerate(("u1", "u2", "u3")):
+        a.process([feed.msg(ev.received(unit, f"d-{unit}", at(p), at(600)), partition=p)])
+    assert {m["unit_id"] for m in a.flush()} == {"u1", "u2", "u3"}
+    a.rebuild({0, 2})
+    assert {m["unit_id"] for m in a.flush()} <= {"u1", "u3"}
+    assert set(a.unit_partition) == {"u1", "u3"}
+    assert set(a.watermark) == {0, 2}
+    b = ScorerCore(small_catalog, model, mem_store.recovered(partitions={1}))
+    b.rebuild({1})
+    out = b.flush()
+    assert {m["unit_id"] for m in out} == {"u2"}
+    assert by_window(out, "u2")["year:2024"]["input"] == {
+        "topic": "procedure-events", "partition": 1, "offset": 0}
+
+
+def test_partition_coming_back_republishes_what_changed_meanwhile(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    a = ScorerCore(small_catalog, model, mem_store)
+    a.process([feed.msg(ev.received("u1", "d1", at(0), at(6000)), partition=1)])
+    board = {(m["window"], m["unit_id"]): m for m in a.flush()}
+    assert board[("year:2024", "u1")]["indicators"]["on_time"]["den"] == 1
+
+    a.rebuild({0})  # rebalance: partition 1 goes to worker b (same changelog)
+    b = ScorerCore(small_catalog, model, mem_store)
+    b.rebuild({1})
+    board.update({(m["window"], m["unit_id"]): m for m in b.flush()})
+    b.process([feed.msg(ev.received("u1", "d2", at(1), at(6000)), partition=1)])
+    board.update({(m["window"], m["unit_id"]): m for m in b.flush()})
+    assert board[("year:2024", "u1")]["indicators"]["on_time"]["den"] == 2
+    # d2 is withdrawn; b dies before its next flush
+    b.process([feed.msg(ev.dossier("withdrawn", "u1", "d2", at(2)), partition=1)])
+
+    a.rebuild({0, 1})  # partition 1 comes back to a
+    board.update({(m["window"], m["unit_id"]): m for m in a.flush()})
+    assert board[("year:2024", "u1")]["indicators"]["on_time"]["den"] == 1
+
+
+# --- live and offline agree ----------------------------------------------------------------------
+
+
+def test_live_and_offline_give_a_large_event_the_same_verdict(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any, tmp_path: Any
+) -> None:
+    body = ev.received("u1", "d1", at(0), at(600), note="x" * 100_000)
+    raw = orjson.dumps(body)
+    settings = Settings.from_env(env={})
+    live = ScorerCore(small_catalog, model, mem_store, max_bytes=settings.max_message_bytes)
+    live_accepted = len(live.process(feed.batch([raw])).accepted)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(raw + b"\n")
+    offline_accepted = load(path, small_catalog, model).accepted
+    assert live_accepted == offline_accepted
