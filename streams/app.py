@@ -14,13 +14,14 @@ replayed after a crash is absorbed by the ``seen`` table and by facts that are m
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 import faust
 import orjson
 
-from bando import metrics
+from bando import kafka_auth, metrics
 from bando.settings import Settings
 from schemas import EventRejected
 from scoring.catalog import Catalog, load_catalog
@@ -35,23 +36,36 @@ SCORER_TABLES = ("seen", "units", "facts", "clock")
 
 
 class FaustStore:
-    """``streams.scorer.Store`` over faust tables: writes go to the store and, explicitly, to
-    the changelog partition of the input partition (faust would otherwise need a current
-    event, which batches and timers do not have)."""
+    """``streams.scorer.Store`` over faust tables.
+
+    Writes go to the table's store at once and are queued as changelog records for the input
+    partition; ``publish`` hands a batch's records straight to the Kafka producer. faust's own
+    per-key path (``send_soon``, one queued future per write) costs about a millisecond a
+    write, which capped a worker below 1,000 events/s. Durability is unchanged: faust flushes
+    the producer before it commits input offsets.
+    """
 
     def __init__(self, tables: dict[str, Any]):
         self.tables = tables
+        self.pending: dict[tuple[str, str], tuple[int, Any]] = {}
 
     def get(self, table: str, key: str) -> Any:
         return self.tables[table].data.get(key)
 
     def put(self, table: str, partition: int, key: str, value: Any) -> None:
-        t = self.tables[table]
-        t.data[key] = value
-        t.send_changelog(partition, key, value)
+        self.tables[table].data[key] = value
+        self.pending[(table, key)] = (partition, value)  # the last write of a batch wins
 
     def items(self, table: str) -> list[tuple[str, Any]]:
         return list(self.tables[table].data.items())
+
+    async def publish(self, producer: Any) -> int:
+        pending, self.pending = self.pending, {}
+        for (table, key), (partition, value) in pending.items():
+            topic = self.tables[table].changelog_topic.get_topic_name()
+            await producer.send(topic, orjson.dumps(key), orjson.dumps(value), partition,
+                                None, None)
+        return len(pending)
 
 
 def internal_topic(settings: Settings) -> str:
@@ -67,10 +81,15 @@ def create_app(
 ) -> faust.App:
     catalog = catalog or load_catalog(settings.catalog_path or None)
     model = model or load_model(settings.model)
+    datadir = os.path.join(settings.data_dir, f"faust-{settings.app_id}")
+    os.makedirs(datadir, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        # SASL/SCRAM (or TLS) from Settings; None keeps PLAINTEXT (bando.kafka_auth)
+        broker_credentials=kafka_auth.faust_credentials(settings),
         store="memory://",
+        datadir=datadir,
         autodiscover=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -105,11 +124,13 @@ def create_app(
         def now_us() -> int:
             return time.time_ns() // 1000
 
-    scorer = ScorerCore(catalog, model, FaustStore(tables), topic=settings.events_topic,
+    scorer_store = FaustStore(tables)
+    ranker_store = FaustStore({"ranked": ranked})
+    scorer = ScorerCore(catalog, model, scorer_store, topic=settings.events_topic,
                         max_bytes=settings.max_message_bytes,
                         max_skew_us=int(settings.max_clock_skew_seconds * 1_000_000),
                         now_us=now_us)
-    ranker = RankerCore(FaustStore({"ranked": ranked}))
+    ranker = RankerCore(ranker_store)
     ready = {"scorer": False, "ranker": False}
     app.bando_scorer = scorer  # type: ignore[attr-defined]
     app.bando_ranker = ranker  # type: ignore[attr-defined]
@@ -137,6 +158,7 @@ def create_app(
             msgs = [Message(e.message.partition, e.message.offset, e.message.key,
                             e.message.value, int(e.message.timestamp * 1000)) for e in batch]
             outcome = scorer.process(msgs)
+            await scorer_store.publish(app.producer)
             for msg, exc in outcome.rejected:
                 await _reject(msg, exc)
             for ev in outcome.accepted:
@@ -169,6 +191,7 @@ def create_app(
             basis = {"topic": scored.get_topic_name(),
                      "offsets": [batch[0].message.offset, batch[-1].message.offset]}
             out = ranker.process(incoming, basis)
+            await ranker_store.publish(app.producer)
             now = time.time()
             for msg in out.scores:
                 await scores.send(key=msg["unit_id"].encode(), value=orjson.dumps(msg))

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The demo, from a fresh machine: installs what is missing (scripts/setup.sh), then runs
+# `bando demo`: Kafka broker, Redis, scorer, board writer, wall display, notifier, simulator.
+# Extra arguments go to `bando demo` (see `bando demo --help`). Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+exec "${PYTHON:-python3}" -m bando.cli demo "$@"
