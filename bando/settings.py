@@ -1,15 +1,29 @@
 """One frozen settings object, read from the environment (``BANDO_*``) at the entry point.
 
 Every listener binds to loopback unless an operator sets a host explicitly.
+
+Secrets (``kafka_password``, ``redis_password``) may come from ``BANDO_<NAME>_FILE`` instead
+of the variable itself, and never appear in ``redacted()`` or ``repr()``; nor does a password
+written into a URL. Kafka security: a username turns SASL on (``kafka_security_protocol``
+defaults to ``SASL_PLAINTEXT`` then, ``kafka_sasl_mechanism`` to ``SCRAM-SHA-256``);
+``bando.kafka_auth`` turns these into client options. A Redis ACL user goes in the URL
+(``redis://bando-board@host:6379/0``) with its password in ``BANDO_REDIS_PASSWORD_FILE``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 _SECRET_FIELDS = {"kafka_password", "redis_password"}
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:@/\s]*):[^@/\s]*@", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password in its userinfo replaced by ``***`` (``user:***@host``)."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", url)
 
 
 @dataclass(frozen=True)
@@ -17,6 +31,9 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_username: str = ""
     kafka_password: str = ""
+    kafka_security_protocol: str = ""  # empty: SASL_PLAINTEXT with a username, else PLAINTEXT
+    kafka_sasl_mechanism: str = "SCRAM-SHA-256"
+    kafka_ssl_cafile: str = ""  # CA bundle for SSL / SASL_SSL listeners (empty: system CAs)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
     events_topic: str = "procedure-events"
@@ -74,6 +91,9 @@ class Settings:
         for name in _SECRET_FIELDS:
             if out.get(name):
                 out[name] = "***"
+        for name, value in out.items():
+            if isinstance(value, str) and "://" in value:
+                out[name] = mask_url(value)
         return out
 
     def __repr__(self) -> str:  # never print a secret by accident

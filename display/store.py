@@ -1,0 +1,284 @@
+"""The board in Redis: key names, the atomic batch write, and the snapshot read.
+
+Layout (``P`` is the key prefix, ``bando:board`` by default, so tests can share one Redis)::
+
+    P:current               hash  window kind -> current window ("month" -> "month:2024-04")
+    P:w:{window}:units      hash  unit_id -> full row JSON (latest score message inside)
+    P:w:{window}:view       hash  unit_id -> the row as screens see it (small JSON)
+    P:w:{window}:groups     set   peer groups seen in that window
+    P:w:{window}:g:{group}  zset  unit_id scored by rank (unranked last): the ordered board
+    P:offsets               hash  "topic/partition" -> next offset to read
+    P:epoch                 string set when the writer first syncs; gone means Redis lost data
+    P:rev                   counter, stamps every row write so screens can drop stale changes
+    P:changes               pub/sub channel of every change (row or window switch)
+
+Rows are keyed by window, not by window kind, so a late message for last month updates last
+month's board and never the current one; ``P:current`` moves forward only. Consumed offsets are
+written in the same transaction as the rows they produced, so after any crash the board and
+its position agree, and a Redis that comes back empty (no epoch) is rebuilt from the topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from display import board
+from display.exceptions import DisplayError
+from scoring.timeutil import parse_ts
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "bando:board"
+OLD_WINDOW_TTL = 40 * 86_400  # seconds a replaced window's board is kept, for late readers
+
+
+class BoardLost(DisplayError):
+    """Redis no longer holds the board (restarted without its data): rebuild from offsets."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def current(self) -> str:
+        return f"{self.prefix}:current"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.prefix}:offsets"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
+    @property
+    def rev(self) -> str:
+        return f"{self.prefix}:rev"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:changes"
+
+    def units(self, window: str) -> str:
+        return f"{self.prefix}:w:{window}:units"
+
+    def view(self, window: str) -> str:
+        return f"{self.prefix}:w:{window}:view"
+
+    def groups(self, window: str) -> str:
+        return f"{self.prefix}:w:{window}:groups"
+
+    def group(self, window: str, peer_group: str) -> str:
+        return f"{self.prefix}:w:{window}:g:{peer_group}"
+
+
+@dataclass
+class Item:
+    """One checked message of a batch, with its Kafka record timestamp (tie-breaker)."""
+
+    kind: str
+    msg: dict[str, Any]
+    timestamp_ms: int = 0
+
+
+@dataclass
+class BatchResult:
+    changed: int = 0  # rows a screen sees differently (published)
+    stored: int = 0  # rows written (a newer copy of the same score is stored, not published)
+    published: list[bytes] = field(default_factory=list)
+
+
+def connect(url: str, password: str = "") -> Redis:
+    """A client with short timeouts: an outage must surface as an error, not a hang."""
+    return Redis.from_url(
+        url,
+        password=password or None,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=15,
+        # a pooled connection that died with a restarted Redis is retried on a fresh one
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for logs."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def offset_field(topic: str, partition: int) -> str:
+    return f"{topic}/{partition}"
+
+
+async def read_offsets(redis: Redis, keys: Keys) -> dict[tuple[str, int], int]:
+    raw = await redis.hgetall(keys.offsets)
+    out: dict[tuple[str, int], int] = {}
+    for k, v in raw.items():
+        topic, _, part = _text(k).rpartition("/")
+        out[(topic, int(part))] = int(v)
+    return out
+
+
+async def ensure_epoch(redis: Redis, keys: Keys, token: str) -> None:
+    await redis.set(keys.epoch, token, nx=True)
+
+
+async def apply_batch(
+    redis: Redis,
+    keys: Keys,
+    items: list[Item],
+    offsets: dict[tuple[str, int], int],
+    *,
+    max_attempts: int = 100,
+) -> BatchResult:
+    """Apply ``items`` and store ``offsets``, atomically; publish what changed.
+
+    Optimistic concurrency (WATCH on the touched hashes) makes a second writer safe: a
+    conflicting transaction is recomputed from the fresh rows. Raises :class:`BoardLost` when
+    the epoch key is gone.
+    """
+    # apply in version order: the result does not depend on it, but fewer rows flip back and forth
+    ordered = sorted(items, key=lambda it: (parse_ts(it.msg["as_of"]) or 0, it.timestamp_ms))
+    for _attempt in range(max_attempts):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                return await _transaction(pipe, keys, ordered, offsets)
+            except WatchError:
+                log.debug("board write conflicted with another writer; retrying")
+    raise DisplayError(f"board write kept conflicting after {max_attempts} attempts")
+
+
+async def _transaction(
+    pipe: Any, keys: Keys, items: list[Item], offsets: dict[tuple[str, int], int]
+) -> BatchResult:
+    by_window: dict[str, list[str]] = {}
+    for it in items:
+        ids = by_window.setdefault(it.msg["window"], [])
+        if it.msg["unit_id"] not in ids:
+            ids.append(it.msg["unit_id"])
+    windows = sorted(by_window)
+    await pipe.watch(*[keys.units(w) for w in windows], keys.current, keys.epoch)
+    # after WATCH the pipeline runs commands at once, until MULTI
+    if await pipe.get(keys.epoch) is None:
+        raise BoardLost("the board's epoch key is missing")
+    current = {_text(k): _text(v) for k, v in (await pipe.hgetall(keys.current)).items()}
+    rows: dict[tuple[str, str], board.Record | None] = {}
+    for w, ids in by_window.items():
+        for uid, blob in zip(ids, await pipe.hmget(keys.units(w), ids), strict=True):
+            rows[(w, uid)] = orjson.loads(blob) if blob else None
+    before = dict(rows)
+    changed: list[tuple[str, str]] = []
+    for it in items:
+        key = (it.msg["window"], it.msg["unit_id"])
+        new = board.apply(rows[key], it.kind, it.msg, it.timestamp_ms)
+        if new is not None:
+            rows[key] = new
+            if key not in changed:
+                changed.append(key)
+    # rows whose versions moved are stored; only those a screen would see differently are
+    # stamped with a new rev and published
+    shown: list[tuple[str, str]] = []
+    for key in changed:
+        rec = rows[key]
+        assert rec is not None
+        if board.shows_differently(before[key], rec):
+            shown.append(key)
+    switched = _switches(current, windows)
+    old_groups = {
+        old: [_text(g) for g in await pipe.smembers(keys.groups(old))]
+        for old, _new in switched.values()
+        if old is not None
+    }
+    first_rev = 0
+    if shown:
+        first_rev = await pipe.incrby(keys.rev, len(shown)) - len(shown) + 1
+
+    pipe.multi()
+    published: list[bytes] = []
+    for kind, (old_w, new_w) in switched.items():
+        pipe.hset(keys.current, kind, new_w)
+        if old_w is not None:
+            _expire_window(pipe, keys, old_w, old_groups[old_w])
+        published.append(orjson.dumps({"t": "window", "kind": kind, "window": new_w}))
+    revs = {key: first_rev + i for i, key in enumerate(shown)}
+    for key in changed:
+        rec = rows[key]
+        assert rec is not None
+        if key in revs:
+            rec["rev"] = revs[key]
+        change = _write_row(pipe, keys, rec, before[key])
+        if key in revs:
+            published.append(change)
+    if offsets:
+        fields = {offset_field(t, p): o for (t, p), o in offsets.items()}
+        pipe.hset(keys.offsets, mapping=fields)
+    for payload in published:
+        pipe.publish(keys.channel, payload)
+    await pipe.execute()
+    return BatchResult(changed=len(shown), stored=len(changed), published=published)
+
+
+def _switches(current: dict[str, str], windows: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+    """Window kinds whose current window moves forward with this batch: kind -> (old, new)."""
+    out: dict[str, tuple[str | None, str]] = {}
+    for w in windows:
+        kind, _ = board.window_parts(w)
+        cur = out[kind][1] if kind in out else current.get(kind)
+        if board.is_newer_window(w, cur):
+            out[kind] = (current.get(kind), w)
+    return out
+
+
+def _expire_window(pipe: Any, keys: Keys, window: str, groups: list[str]) -> None:
+    for key in [keys.units(window), keys.view(window), keys.groups(window)]:
+        pipe.expire(key, OLD_WINDOW_TTL)
+    for g in groups:
+        pipe.expire(keys.group(window, g), OLD_WINDOW_TTL)
+
+
+def _write_row(pipe: Any, keys: Keys, rec: board.Record, old: board.Record | None) -> bytes:
+    """Queue the writes of one changed row; returns the change message to publish."""
+    w, uid, pg = rec["window"], rec["unit_id"], rec.get("peer_group")
+    shown = board.view(rec)
+    shown_json = orjson.dumps(shown)
+    pipe.hset(keys.units(w), uid, orjson.dumps(rec))
+    pipe.hset(keys.view(w), uid, shown_json)
+    old_pg = old.get("peer_group") if old else None
+    if old_pg and old_pg != pg:
+        pipe.zrem(keys.group(w, old_pg), uid)
+    if pg:
+        pipe.sadd(keys.groups(w), pg)
+        pipe.zadd(keys.group(w, pg), {uid: board.sort_key(rec)})
+    return b'{"t":"unit","window":' + orjson.dumps(w) + b',"unit":' + shown_json + b"}"
+
+
+async def read_snapshot(redis: Redis, keys: Keys) -> dict[str, Any]:
+    """The current board of every window kind, grouped by peer group, in rank order."""
+    current = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.current)).items()}
+    boards: dict[str, dict[str, list[board.Record]]] = {}
+    for window in sorted(set(current.values())):
+        raw = await redis.hvals(keys.view(window))
+        groups: dict[str, list[board.Record]] = {}
+        for blob in raw:
+            v = orjson.loads(blob)
+            groups.setdefault(v.get("peer_group") or "", []).append(v)
+        boards[window] = {g: board.order_views(vs) for g, vs in sorted(groups.items())}
+    return {"windows": current, "boards": boards}

@@ -1,0 +1,190 @@
+"""The board in a real Redis: atomic batches, idempotency, window switches, concurrent writers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+from wall_support import sample_board, score_message
+
+from display import board, store
+
+pytestmark = pytest.mark.integration
+
+W = "month:2024-04"
+AS_OF = "2024-04-14T17:00:00+07:00"
+
+
+@pytest.fixture
+async def redis(redis_server):
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def keys(unique):
+    return store.Keys(f"test:{unique}:board")
+
+
+@pytest.fixture
+async def ready(redis, keys):
+    await store.ensure_epoch(redis, keys, "test")
+    return keys
+
+
+def items(msgs, kind=board.SCORE, ts=1000):
+    return [store.Item(kind, board.check(kind, m), ts) for m in msgs]
+
+
+async def collect(redis, channel, seconds=0.3):
+    """Messages published on ``channel`` while the returned coroutine's caller works."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    return pubsub
+
+
+async def drain(pubsub, seconds=0.3):
+    out = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        msg = await pubsub.get_message(timeout=left)
+        if msg and msg["type"] == "message":
+            out.append(orjson.loads(msg["data"]))
+    return out
+
+
+async def test_a_batch_builds_the_board_in_rank_order(redis, ready):
+    keys = ready
+    msgs = sample_board(W, AS_OF)
+    pubsub = await collect(redis, keys.channel)
+    result = await store.apply_batch(redis, keys, items(msgs), {("unit-scores", 0): 104})
+    assert result.changed == len(msgs)
+    assert await redis.hget(keys.current, "month") == W.encode()
+    assert {g.decode() for g in await redis.smembers(keys.groups(W))} == {
+        "district",
+        "department",
+        "ward",
+    }
+    ordered = [u.decode() for u in await redis.zrange(keys.group(W, "district"), 0, -1)]
+    expected = [m for m in msgs if m["peer_group"] == "district"]
+    expected.sort(key=lambda m: (m["rank"] is None, m["rank"] or 0, m["unit_id"]))
+    assert ordered == [m["unit_id"] for m in expected]
+    full = orjson.loads(await redis.hget(keys.units(W), "district-01"))
+    assert full["score"]["indicators"]  # the latest score message itself is kept
+    assert await store.read_offsets(redis, keys) == {("unit-scores", 0): 104}
+    published = await drain(pubsub)
+    assert published[0] == {"t": "window", "kind": "month", "window": W}
+    assert len([p for p in published if p["t"] == "unit"]) == len(msgs)
+    revs = [p["unit"]["rev"] for p in published if p["t"] == "unit"]
+    assert revs == sorted(revs) and len(set(revs)) == len(revs)
+    await pubsub.aclose()
+
+
+async def test_a_replayed_batch_changes_and_publishes_nothing(redis, ready):
+    keys = ready
+    batch = items(sample_board(W, AS_OF))
+    await store.apply_batch(redis, keys, batch, {})
+    before = await redis.hgetall(keys.units(W))
+    pubsub = await collect(redis, keys.channel)
+    result = await store.apply_batch(redis, keys, batch, {("unit-scores", 0): 5})
+    assert result.changed == 0
+    assert await drain(pubsub) == []
+    assert await redis.hgetall(keys.units(W)) == before
+    assert await store.read_offsets(redis, keys) == {("unit-scores", 0): 5}  # position moves on
+    await pubsub.aclose()
+
+
+async def test_an_older_message_never_moves_the_board_back(redis, ready):
+    keys = ready
+    unit = {"unit_id": "district-01", "name": "Quận 1", "peer_group": "district"}
+    new = score_message(unit, W, "2024-04-14T18:00:00+07:00", 91.0, 1, 22, offset=50)
+    old = score_message(unit, W, "2024-04-14T17:00:00+07:00", 40.0, 22, 22, offset=40)
+    await store.apply_batch(redis, keys, items([new], ts=2000), {})
+    await store.apply_batch(redis, keys, items([old], ts=3000), {})
+    snap = await store.read_snapshot(redis, keys)
+    (row,) = snap["boards"][W]["district"]
+    assert (row["total"], row["rank"], row["band"]) == (91.0, 1, "excellent")
+
+
+async def test_new_month_switches_the_board_and_late_messages_stay_in_theirs(redis, ready):
+    keys = ready
+    unit = {"unit_id": "district-01", "name": "Quận 1", "peer_group": "district"}
+    april = score_message(unit, W, AS_OF, 70.0, 1, 1)
+    may = score_message(unit, "month:2024-05", "2024-05-01T00:10:00+07:00", 50.0, 1, 1)
+    await store.apply_batch(redis, keys, items([april]), {})
+    pubsub = await collect(redis, keys.channel)
+    await store.apply_batch(redis, keys, items([may]), {})
+    assert await redis.hget(keys.current, "month") == b"month:2024-05"
+    assert (await drain(pubsub))[0] == {"t": "window", "kind": "month", "window": "month:2024-05"}
+    assert 0 < await redis.ttl(keys.units(W)) <= store.OLD_WINDOW_TTL
+    late = score_message(unit, W, "2024-04-30T23:59:00+07:00", 99.0, 1, 1)
+    await store.apply_batch(redis, keys, items([late], ts=5000), {})
+    assert await redis.hget(keys.current, "month") == b"month:2024-05"
+    snap = await store.read_snapshot(redis, keys)
+    assert list(snap["boards"]) == ["month:2024-05"]
+    assert snap["boards"]["month:2024-05"]["district"][0]["total"] == 50.0
+    assert orjson.loads(await redis.hget(keys.view(W), "district-01"))["total"] == 99.0
+    await pubsub.aclose()
+
+
+async def test_rank_and_band_changes_reach_the_rows(redis, ready):
+    keys = ready
+    unit = {"unit_id": "district-03", "name": "Quận 3", "peer_group": "district"}
+    await store.apply_batch(redis, keys, items([score_message(unit, W, AS_OF, 79.0, 4, 22)]), {})
+    rc = {
+        "peer_group": "district",
+        "window": W,
+        "unit_id": "district-03",
+        "old_rank": 4,
+        "new_rank": 2,
+        "total": 81.0,
+        "as_of": AS_OF,
+    }
+    bc = {
+        "unit_id": "district-03",
+        "window": W,
+        "old_band": "fair",
+        "new_band": "good",
+        "direction": "up",
+        "total": 81.0,
+        "as_of": AS_OF,
+        "top_losses": [],
+    }
+    batch = items([rc], board.RANK, 2000) + items([bc], board.BAND, 2000)
+    assert (await store.apply_batch(redis, keys, batch, {})).changed == 1
+    (row,) = (await store.read_snapshot(redis, keys))["boards"][W]["district"]
+    assert row["rank"] == 2 and row["band"] == "good"
+    assert row["move"] == {"from": 4, "to": 2}
+    assert row["band_change"]["direction"] == "up"
+    assert await redis.zscore(keys.group(W, "district"), "district-03") == 2.0
+
+
+async def test_a_lost_board_is_reported_not_silently_rewritten(redis, keys):
+    with pytest.raises(store.BoardLost):
+        await store.apply_batch(redis, keys, items(sample_board(W, AS_OF)[:2]), {})
+    assert await redis.exists(keys.units(W)) == 0
+
+
+async def test_two_writers_at_once_end_as_one(redis, ready, redis_server):
+    """Optimistic transactions: concurrent batches over the same rows all land, none is lost."""
+    keys = ready
+    other = Redis.from_url(redis_server.url)
+    msgs = sample_board(W, AS_OF)
+    newer = sample_board(W, "2024-04-14T18:00:00+07:00", seed=99)
+    a = [store.apply_batch(redis, keys, items(msgs[i : i + 5]), {}) for i in range(0, 104, 5)]
+    b = [
+        store.apply_batch(other, keys, items(newer[i : i + 7], ts=2000), {})
+        for i in range(0, 104, 7)
+    ]
+    await asyncio.gather(*a, *b)
+    await other.aclose()
+    snap = await store.read_snapshot(redis, keys)
+    rows = {r["unit_id"]: r for g in snap["boards"][W].values() for r in g}
+    assert len(rows) == 104
+    for m in newer:  # the newer board wins everywhere, whatever the interleaving
+        assert rows[m["unit_id"]]["total"] == m["total"]
+        assert rows[m["unit_id"]]["rank"] == m["rank"]
