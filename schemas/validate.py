@@ -181,4 +181,10 @@ class Validator:
                 "future_timestamp",
                 f"occurred_at is more than {self.max_skew_us // 1_000_000} s ahead of wall time",
             )
-        return Event(body["event_id"], event_type, ts, unit_id, body, event_digest(body), times)
+        try:
+            digest = event_digest(body)
+        except orjson.JSONEncodeError:
+            # orjson reads up to 1024 levels but writes only 254: an extra field nested in
+            # between must be refused like deeper input, not crash the caller
+            raise EventRejected("invalid_json", "values nested too deeply") from None
+        return Event(body["event_id"], event_type, ts, unit_id, body, digest, times)

@@ -19,6 +19,9 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# instants shown the same in every zone (offsets < 24 h) inside datetime's years 1..9999
+_MIN_US = (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_MAX_US = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 
 
@@ -40,7 +43,10 @@ def parse_ts(text: object) -> int | None:
     except ValueError:
         return None
     delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    # e.g. 0001-01-01T00:00:00+01:00 is valid RFC 3339 but an instant no zone can show (from_us
+    # and window_of would overflow): refuse it here rather than crash a consumer later
+    return us if _MIN_US <= us < _MAX_US else None
 
 
 @lru_cache(maxsize=8)
@@ -81,10 +87,14 @@ _WINDOW_RE = re.compile(r"^(month):(\d{4})-(\d{2})$|^(quarter):(\d{4})-Q([1-4])$
 
 def _bounds(kind: str, year: int, first_month: int, tz: str) -> tuple[int, int]:
     months = {"month": 1, "quarter": 3, "year": 12}[kind]
-    start = datetime(year, first_month, 1, tzinfo=_zone(tz))
     end_month = first_month + months
-    end = datetime(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1, tzinfo=_zone(tz))
-    return to_us(start), to_us(end)
+    try:
+        start = datetime(year, first_month, 1, tzinfo=_zone(tz))
+        end = datetime(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1,
+                       tzinfo=_zone(tz))
+        return to_us(start), to_us(end)
+    except (ValueError, OverflowError) as exc:  # year 0, or a window ending in year 10000
+        raise WindowError(f"window out of range: {kind} of {year:04d}: {exc}") from None
 
 
 @lru_cache(maxsize=4096)
