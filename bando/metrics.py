@@ -22,6 +22,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 import bando
+from schemas.exceptions import CODES
+from scoring.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -114,29 +116,8 @@ BUILD_INFO = Gauge(
 )
 
 BAND_VALUES = {"weak": 0, "average": 1, "fair": 2, "good": 3, "excellent": 4}
-DLQ_ERRORS = frozenset(
-    {
-        "invalid_json",
-        "schema_violation",
-        "unknown_type",
-        "unknown_unit",
-        "future_timestamp",
-        "conflicting_duplicate",
-        "too_large",
-    }
-)
+DLQ_ERRORS = frozenset(CODES)
 WINDOW_KINDS = frozenset({"month", "quarter", "year"})
-
-
-def _event_types() -> frozenset[str]:
-    try:
-        from scoring.events import EVENT_TYPES
-    except ImportError:  # pragma: no cover - scoring ships with bando
-        return frozenset()
-    return EVENT_TYPES
-
-
-EVENT_TYPES = _event_types()
 
 
 def event_type_label(event_type: object) -> str:
