@@ -1,0 +1,340 @@
+"""Replay: rebuild scores from the event history, in batches, with the pure scoring core.
+
+Why fold first and evaluate later: every fact in ``scoring.facts`` is a min, a max or a set,
+and ``scoring.indicators.count(state, window, T)`` looks only at facts at or before T. So the
+state folded from the *whole* history (``audit.ingest``), asked at T, is exactly the score of
+the events with ``occurred_at <= T`` (SPEC 3) -- what ``bando score --as-of T`` prints. Replay
+therefore reads the history once, in batches, folds it, and then walks event time, scoring a
+unit only at the instants where its score can change: one of its events, a due time passing,
+or a window boundary. Nothing goes through faust, no consumer group is joined, nothing is
+produced.
+
+This is "time travel" with everything known *now*. What the live board showed at the time
+(events that arrived late were not in it yet) is ``--known-at`` (arrival-time cut-off) or,
+message by message, ``audit.verify``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from fractions import Fraction
+from typing import Any
+
+from audit.counting import FactCounter, UnitCounts
+from audit.exceptions import AuditError
+from audit.ingest import (  # noqa: F401  (re-exported: the replay API in one place)
+    Acceptor,
+    History,
+    IngestStats,
+    load_history,
+    paused_gc,
+    read_dlq,
+    window_state,
+)
+from scoring.catalog import Catalog
+from scoring.engine import score_state
+from scoring.facts import UnitState
+from scoring.indicators import count
+from scoring.model import Model
+from scoring.points import indicator_points, round_half_away
+from scoring.ranking import competition_ranks
+from scoring.timeutil import (
+    Window,
+    format_ts,
+    from_us,
+    parse_window,
+    resolve_window,
+    to_us,
+    window_of,
+)
+
+log = logging.getLogger(__name__)
+
+KINDS = ("month", "quarter", "year")
+MAX_DAYS = 3700  # a day timeline longer than ten years is a stray timestamp, not a request
+
+
+class Totals:
+    """Rounded total and band from counts, exactly as ``scoring.points.rate`` makes them.
+
+    ``rate`` builds the whole breakdown in exact fractions (about 1 ms); a timeline needs only
+    the total, at tens of thousands of instants. The sum is done in floats (error ~1e-13) and
+    rounded half away from zero like ``round_half_away``; only when the scaled total lies
+    within 1e-6 of a rounding boundary (x.xx5) is it recomputed exactly with the core's own
+    ``indicator_points`` and ``round_half_away``. Bands come from ``Model.band``. Tests check
+    the result equals ``rate`` (explanations and verification call ``rate`` itself).
+    """
+
+    EPS = 1e-6
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.scale = 10**model.total_digits
+        self.terms = [(i.id, float(i.points), float(i.target), i.empty, i)
+                      for i in model.indicators]
+        self._bands: dict[float, str | None] = {}
+        self.exact_calls = 0
+
+    def of(self, counts: Mapping[str, tuple[int, int]], scored: bool
+           ) -> tuple[float | None, str | None]:
+        if not scored:
+            return None, None
+        s = smax = 0.0
+        for iid, mx, target, empty, _ in self.terms:
+            num, den = counts.get(iid, (0, 0))
+            if den > 0:
+                r = num / den / target
+                s += mx * r if r < 1.0 else mx
+                smax += mx
+            elif empty == "full":
+                s += mx
+                smax += mx
+            elif empty == "zero":
+                smax += mx
+        if smax == 0.0:
+            return None, None
+        scaled = 100.0 * s / smax * self.scale
+        whole = math.floor(scaled)
+        if abs(scaled - whole - 0.5) < self.EPS:
+            total = self._exact(counts)
+        else:
+            whole += scaled - whole >= 0.5
+            total = whole / self.scale
+        band = self._bands.get(total)
+        if band is None:
+            band = self._bands[total] = self.model.band(total)
+        return total, band
+
+    def _exact(self, counts: Mapping[str, tuple[int, int]]) -> float:
+        self.exact_calls += 1
+        sum_points = sum_max = Fraction(0)
+        for iid, _, _, empty, ind in self.terms:
+            num, den = counts.get(iid, (0, 0))
+            if den > 0:
+                sum_points += indicator_points(ind.points, ind.target, num, den)
+            elif empty == "full":
+                sum_points += Fraction(ind.points)
+            elif empty == "exclude":
+                continue
+            sum_max += Fraction(ind.points)
+        return round_half_away(100 * sum_points / sum_max, self.model.total_digits)
+
+
+@dataclass
+class TimelineSpec:
+    window: str = "month"  # a kind (follows T) or an explicit window name
+    start: int | None = None
+    end: int | None = None
+    units: tuple[str, ...] = ()  # empty: every unit
+    every: str = "change"  # "change" | "day"
+    check_core: bool = False  # re-check every incremental count against the core's count
+
+    def fixed_window(self, tz: str) -> Window | None:
+        return None if self.window in KINDS else parse_window(self.window, tz)
+
+    def read_since_us(self, tz: str) -> int | None:
+        """Earliest event time that can matter: the start of the first window covered."""
+        fixed = self.fixed_window(tz)
+        if fixed is not None:
+            return fixed.start_us
+        if self.start is None:
+            return None
+        return window_of(self.window, self.start, tz).start_us
+
+
+def day_ends(start: int, end: int, tz: str) -> list[int]:
+    """The last microsecond of each local day from start's day to end's (the last one cut at
+    ``end``)."""
+    if end - start > MAX_DAYS * 86_400_000_000:
+        raise AuditError(f"more than {MAX_DAYS} days from {format_ts(start, tz)} to "
+                         f"{format_ts(end, tz)}: give --start")
+    out = []
+    day = from_us(start, tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    while True:
+        nxt = day + timedelta(days=1)  # local calendar arithmetic (aware, same zone)
+        t = to_us(nxt) - 1
+        out.append(min(t, end))
+        if t >= end:
+            return out
+        day = nxt
+
+
+Snapshot = dict[str, tuple[str, float | None, str | None]]  # unit -> (window, total, band)
+
+
+def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpec
+             ) -> Iterator[dict[str, Any]]:
+    """Rows ``{at, unit_id, peer_group, window, total, band, rank, peer_count}``: for
+    ``every="change"`` one per unit whenever any of those changes (a unit can move in rank
+    because a peer moved), for ``every="day"`` one per unit at each day's end."""
+    tz = model.timezone
+    if spec.every not in ("change", "day"):
+        raise AuditError(f"--every must be change or day, not {spec.every!r}")
+    fixed = spec.fixed_window(tz)
+    if fixed is None and spec.window not in KINDS:
+        raise AuditError(f"not a window: {spec.window!r}")
+    start = spec.start if spec.start is not None else (
+        fixed.start_us if fixed is not None else history.first_ts)
+    end = spec.end if spec.end is not None else history.last_ts
+    if start is None or end is None:
+        return
+    if end < start:
+        raise AuditError("the time range ends before it starts")
+    for u in spec.units:
+        if u not in catalog:
+            raise AuditError(f"unit {u!r} is not in the catalog")
+    selected = set(spec.units) if spec.units else set(catalog.by_id)
+    groups = {catalog.by_id[u].peer_group for u in selected}
+    members = {g: ids for g, ids in catalog.peer_groups.items() if g in groups}
+    evaluated = [u for g in members for u in members[g]]
+    group_of = {u: catalog.by_id[u].peer_group for u in evaluated}
+
+    def window_at(t: int) -> Window:
+        return fixed or window_of(spec.window, t, tz)
+
+    steps = (_by_day(history, model, evaluated, window_at, start, end, tz)
+             if spec.every == "day" else
+             _by_change(history, model, evaluated, window_at, fixed is None, start, end,
+                        spec.check_core))
+    current: Snapshot = {}
+    emitted: dict[str, tuple[Any, ...]] = {}
+    for t, changed in steps:
+        touched = set(groups) if spec.every == "day" else set()
+        for u, now in changed.items():
+            if current.get(u) != now:
+                current[u] = now
+                touched.add(group_of[u])
+        at = format_ts(t, tz)
+        for g in sorted(touched):
+            ids = members[g]
+            ranks = competition_ranks({u: current[u][1] for u in ids})
+            scored = sum(current[u][1] is not None for u in ids)
+            for u in ids:
+                if u not in selected:
+                    continue
+                wname, total, band = current[u]
+                row = (wname, total, band, ranks[u], scored if total is not None else None)
+                if spec.every == "change" and emitted.get(u) == row:
+                    continue
+                emitted[u] = row
+                yield {"at": at, "unit_id": u, "peer_group": g, "window": wname,
+                       "total": total, "band": band, "rank": row[3], "peer_count": row[4]}
+
+
+def _by_day(history: History, model: Model, evaluated: list[str],
+            window_at: Callable[[int], Window], start: int, end: int, tz: str
+            ) -> Iterator[tuple[int, Snapshot]]:
+    """Each day's end: the core's ``count`` on each unit whose score may have moved (an
+    instant of it passed since the day before, or the window changed)."""
+    totals = Totals(model)
+    subs: dict[tuple[str, str], UnitState] = {}
+    instants = {u: history.unit_instants(u) for u in evaluated}
+    passed: dict[str, tuple[int, str]] = {}
+    for t in day_ends(start, end, tz):
+        window = window_at(t)
+        changed: Snapshot = {}
+        for u in evaluated:
+            mark = (bisect_right(instants[u], t), window.name)
+            if passed.get(u) == mark:
+                continue
+            passed[u] = mark
+            sub = subs.get((u, window.name))
+            if sub is None:
+                sub = subs[(u, window.name)] = window_state(history.states.get(u), window)
+            c = count(sub, window, t)
+            changed[u] = (window.name, *totals.of(c.values, c.items > 0))
+        yield t, changed
+
+
+def _by_change(history: History, model: Model, evaluated: list[str],
+               window_at: Callable[[int], Window], rolling: bool, start: int, end: int,
+               check_core: bool) -> Iterator[tuple[int, Snapshot]]:
+    """Every instant where a fact of a unit may change: counts kept fact by fact
+    (``audit.counting``), totals only for the units whose counts moved."""
+    totals = Totals(model)
+    updates = sorted((t, u, key) for u in evaluated
+                     for key, ts in history.item_instants.get(u, {}).items()
+                     for t in set(ts) if start < t <= end)
+    boundaries: list[int] = []
+    if rolling:
+        w = window_at(start)
+        while w.end_us <= end:
+            boundaries.append(w.end_us)
+            w = window_at(w.end_us)
+    window = window_at(start)
+    counters = {u: FactCounter(history.states.get(u), window) for u in evaluated}
+
+    def snapshot(units: Iterable[str], t: int) -> Snapshot:
+        out: Snapshot = {}
+        for u in units:
+            c = counters[u].counts
+            if check_core:
+                _check_core(history, u, c.window, t, c)
+            out[u] = (c.window.name, *totals.of(c.values(), c.items > 0))
+        return out
+
+    for u in evaluated:
+        for key in history.item_instants.get(u, {}):
+            counters[u].refresh(key, start)
+    yield start, snapshot(evaluated, start)
+    i = b = 0
+    while i < len(updates) or b < len(boundaries):
+        t = min(updates[i][0] if i < len(updates) else end + 1,
+                boundaries[b] if b < len(boundaries) else end + 1)
+        changed: set[str] = set()
+        if b < len(boundaries) and boundaries[b] == t:  # a new window opens, empty
+            window = window_at(t)
+            for counter in counters.values():
+                counter.reset(window)
+            changed.update(evaluated)
+            b += 1
+        while i < len(updates) and updates[i][0] == t:
+            _, u, key = updates[i]
+            i += 1
+            if counters[u].refresh(key, t):
+                changed.add(u)
+        if changed:
+            yield t, snapshot(changed, t)
+
+
+def _check_core(history: History, unit_id: str, window: Window, t: int, c: UnitCounts) -> None:
+    full = count(window_state(history.states.get(unit_id), window), window, t)
+    if full.values != c.values() or (full.items > 0) != (c.items > 0):
+        raise AuditError(f"incremental counts of {unit_id} at {format_ts(t)} differ from "
+                         f"scoring.indicators.count: {c.values()} != {full.values}")
+
+
+def peer_scores(history: History, catalog: Catalog, model: Model, group: str, window_spec: str,
+                t: int) -> tuple[list[dict[str, Any]], Window]:
+    """Every unit of a peer group at T (for the peer-group chart), with the core's ``rate``."""
+    if group not in catalog.peer_groups:
+        raise AuditError(f"no peer group {group!r} in the catalog")
+    window = resolve_window(window_spec, t, model.timezone)
+    scores = {u: score_state(model, catalog.by_id[u], window_state(history.states.get(u), window),
+                             window, t) for u in catalog.peer_groups[group]}
+    ranks = competition_ranks({u: s.rated.total for u, s in scores.items()})
+    return [{"unit_id": u, "name": s.unit.name, "total": s.rated.total, "band": s.rated.band,
+             "rank": ranks[u]} for u, s in scores.items()], window
+
+
+CSV_COLUMNS = ("at", "unit_id", "peer_group", "window", "total", "band", "rank", "peer_count")
+
+
+def csv_lines(rows: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    yield buf.getvalue()

@@ -1,0 +1,262 @@
+"""``bando replay``: timelines rebuilt from history, and ``--verify`` of published scores.
+
+    bando replay [--events FILE | --archive DIR | --bootstrap HOST:PORT]
+                 [--window month|quarter|year|month:2024-04] [--start T] [--end T]
+                 [--unit UNIT ...] [--every change|day] [--format json|csv] [--output FILE]
+                 [--known-at T] [--lookback HOURS | --from-beginning]
+                 [--chart UNIT.svg] [--peer-chart GROUP.svg --day YYYY-MM-DD [--peer-group G]]
+    bando replay --verify [--archive DIR | --bootstrap ...] [--unit UNIT ...] [--report FILE]
+
+Times are RFC 3339 or a local date (``2024-05-15``: the start of that day for --start, its
+end for --end and --day). Defaults (bootstrap, topics, catalog, model) come from
+``Settings.from_env()``, like the worker's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from bando.exceptions import BandoError
+from bando.settings import Settings
+from scoring.catalog import Catalog, load_catalog
+from scoring.model import Model, load_model
+from scoring.timeutil import format_ts, parse_ts, to_us
+
+log = logging.getLogger(__name__)
+
+
+# --- shared by replay, explain and archive ---------------------------------------------------
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("history (default: Kafka, BANDO_KAFKA_BOOTSTRAP)")
+    g.add_argument("--events", metavar="FILE", help="a JSON-lines event file instead of Kafka")
+    g.add_argument("--archive", metavar="DIR", help="files written by `bando archive`")
+    g.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers")
+    g.add_argument("--topic", help="events topic (default BANDO_EVENTS_TOPIC)")
+    g.add_argument("--dlq-topic", help="dead-letter topic (default BANDO_DLQ_TOPIC)")
+    g.add_argument("--no-dlq", action="store_true",
+                   help="ignore the DLQ: re-validate every event, skip none")
+    g.add_argument("--units", metavar="CATALOG", help="unit catalog (default BANDO_CATALOG_PATH)")
+    g.add_argument("--model", help="model reference or file (default BANDO_MODEL)")
+    g.add_argument("--known-at", metavar="T",
+                   help="only events that had arrived by T (broker timestamp)")
+    g.add_argument("--lookback", type=float, default=24.0, metavar="HOURS",
+                   help="read from this long (plus the clock skew) before the first window "
+                        "(default 24)")
+    g.add_argument("--from-beginning", action="store_true",
+                   help="read the whole retained history, not from the first window")
+
+
+def parse_time(text: str | None, tz: str, end: bool = False) -> int | None:
+    """RFC 3339, or a local date (start of day; with ``end``, its last microsecond)."""
+    if text is None:
+        return None
+    us = parse_ts(text)
+    if us is not None:
+        return us
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise BandoError(f"not a time: {text!r} (RFC 3339 or YYYY-MM-DD)") from None
+    from zoneinfo import ZoneInfo
+
+    start = datetime.combine(day, time(0), tzinfo=ZoneInfo(tz))
+    return to_us(start + timedelta(days=1)) - 1 if end else to_us(start)
+
+
+class Context:
+    """What every audit command resolves from its arguments and the environment."""
+
+    def __init__(self, args: argparse.Namespace):
+        from audit.sources import open_source
+
+        self.settings = Settings.from_env()
+        s = self.settings
+        self.events_topic: str = args.topic or s.events_topic
+        self.dlq_topic: str | None = None if args.no_dlq else (args.dlq_topic or s.dlq_topic)
+        self.catalog: Catalog = load_catalog(args.units or s.catalog_path or None)
+        self.model: Model = load_model(args.model or s.model)
+        self.source = open_source(s, events=args.events, archive=args.archive,
+                                  bootstrap=args.bootstrap)
+        # the worker's limit, for files too: `bando score` and the live map agree on too_large
+        self.max_bytes = s.max_message_bytes
+        tz = self.model.timezone
+        self.known_at_ms = None
+        if args.known_at:
+            known = parse_time(args.known_at, tz, end=True)
+            assert known is not None
+            self.known_at_ms = known // 1000
+        self.lookback_us = 0 if args.from_beginning else int(
+            (args.lookback * 3600 + s.max_clock_skew_seconds) * 1_000_000)
+        self.from_beginning = bool(args.from_beginning)
+
+    def since_ms(self, first_event_time_us: int | None) -> int | None:
+        """Where to start reading: the first window's start, less lookback and clock skew."""
+        if self.from_beginning or first_event_time_us is None:
+            return None
+        return (first_event_time_us - self.lookback_us) // 1000
+
+    def history(self, first_event_time_us: int | None) -> Any:
+        from audit.ingest import Acceptor, load_history, read_dlq
+
+        dlq = read_dlq(self.source, self.dlq_topic, self.events_topic) if self.dlq_topic else None
+        acceptor = Acceptor(self.catalog, self.max_bytes, dlq)
+        history = load_history(self.source, self.events_topic, acceptor,
+                               self.since_ms(first_event_time_us), self.known_at_ms)
+        st = acceptor.stats
+        log.info("read %d records from %s in %.2fs (%s records/s): %d accepted, %d duplicates, "
+                 "%d skipped as dead-lettered, %d rejected, %d anomalies", st.records,
+                 self.source.name, st.seconds, st.to_dict()["records_per_s"], st.accepted,
+                 st.duplicates, st.dlq_skipped, sum(st.rejected.values()), st.anomaly_count)
+        for text in st.anomalies[:10]:
+            log.warning("anomaly: %s", text)
+        return history, acceptor.stats
+
+
+def fail(command: str, exc: Exception) -> int:
+    print(f"bando {command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def open_output(path: str | None) -> IO[bytes]:
+    return open(path, "wb") if path and path != "-" else sys.stdout.buffer  # noqa: SIM115
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.splitlines()[0] if __doc__ else None
+    add_source_options(parser)
+    parser.add_argument("--verify", action="store_true",
+                        help="check every published unit-scores message against history")
+    parser.add_argument("--scores-topic", help="unit-scores topic (default BANDO_SCORES_TOPIC)")
+    parser.add_argument("--internal-topic",
+                        help="the ranker's input topic (default: named by rank_basis)")
+    parser.add_argument("--report", metavar="FILE", help="--verify: write the JSON report here")
+    parser.add_argument("--window", default="month",
+                        help="month | quarter | year (follows time) or month:2024-04 ...")
+    parser.add_argument("--start", metavar="T", help="timeline start (event time)")
+    parser.add_argument("--end", metavar="T", help="timeline end (event time)")
+    parser.add_argument("--unit", action="append", default=[], help="only this unit (repeat)")
+    parser.add_argument("--every", choices=("change", "day"), default="change",
+                        help="a row at every change (default) or at each day's end")
+    parser.add_argument("--check-core", action="store_true",
+                        help="re-check every incremental count against the core's count "
+                             "(slow; for the suspicious auditor)")
+    parser.add_argument("--format", choices=("json", "csv"), default="json")
+    parser.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
+    parser.add_argument("--chart", metavar="FILE.svg", help="SVG of the --unit's timeline")
+    parser.add_argument("--peer-chart", metavar="FILE.svg",
+                        help="SVG of a peer group's scores at the end of --day")
+    parser.add_argument("--day", help="day of --peer-chart (YYYY-MM-DD)")
+    parser.add_argument("--peer-group", help="group of --peer-chart (default: --unit's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ctx = Context(args)
+        if args.verify:
+            return _verify(ctx, args)
+        return _replay(ctx, args)
+    except (BandoError, OSError) as exc:
+        return fail("replay", exc)
+
+
+def _verify(ctx: Context, args: argparse.Namespace) -> int:
+    from audit.verify import verify
+
+    report = verify(ctx.source, ctx.catalog, ctx.model, events_topic=ctx.events_topic,
+                    dlq_topic=ctx.dlq_topic,
+                    scores_topic=args.scores_topic or ctx.settings.scores_topic,
+                    internal_topic=args.internal_topic, max_bytes=ctx.max_bytes,
+                    units=args.unit)
+    for m in report.mismatches:
+        print(m.text())
+    st = report.ingest
+    print(f"{'OK' if report.ok else 'FAILED'}: {report.checked} of {report.messages} published "
+          f"messages checked, {len(report.mismatches)} mismatch(es); {st.records} events "
+          f"({st.dlq_skipped} dead-lettered, {st.anomaly_count} anomalies), "
+          f"{report.ranker_batches} ranker batches, {report.seconds:.1f}s")
+    for text in st.anomalies[:10]:
+        print(f"anomaly: {text}")
+    if args.report:
+        Path(args.report).write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+    return 0 if report.ok else 1
+
+
+def _replay(ctx: Context, args: argparse.Namespace) -> int:
+    import time as clock
+
+    from audit.replay import TimelineSpec, csv_lines, paused_gc, peer_scores, timeline
+
+    tz = ctx.model.timezone
+    spec = TimelineSpec(window=args.window, start=parse_time(args.start, tz),
+                        end=parse_time(args.end, tz, end=True), units=tuple(args.unit),
+                        every=args.every, check_core=args.check_core)
+    history, stats = ctx.history(spec.read_since_us(tz))
+    started = clock.perf_counter()
+    with paused_gc():
+        rows = list(timeline(history, ctx.catalog, ctx.model, spec))
+    seconds = clock.perf_counter() - started
+    total_s = stats.seconds + seconds
+    rate = round(stats.records / total_s) if total_s > 0 else None
+    log.info("replay: %d events -> %d rows in %.2fs (%s events/s)", stats.records, len(rows),
+             total_s, rate)
+    out = open_output(args.output)
+    try:
+        if args.format == "csv":
+            for chunk in csv_lines(rows):
+                out.write(chunk.encode())
+        else:
+            doc = {"model": ctx.model.ref, "window": spec.window, "every": spec.every,
+                   "start": args.start, "end": args.end, "units": list(spec.units),
+                   "source": ctx.source.name, "ingest": stats.to_dict(),
+                   "timeline_seconds": round(seconds, 3), "events_per_s": rate, "rows": rows}
+            out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    if args.chart:
+        _unit_chart(ctx, args, rows, history)
+    if args.peer_chart:
+        if not args.day:
+            raise BandoError("--peer-chart needs --day")
+        group = args.peer_group or (ctx.catalog.by_id[args.unit[0]].peer_group
+                                    if args.unit and args.unit[0] in ctx.catalog else None)
+        if group is None:
+            raise BandoError("--peer-chart needs --peer-group or --unit")
+        t = parse_time(args.day, tz, end=True)
+        assert t is not None
+        scores, window = peer_scores(history, ctx.catalog, ctx.model, group, args.window, t)
+        from audit.charts import peer_chart
+
+        title = f"{group} - {window.name} - end of {args.day}"
+        Path(args.peer_chart).write_text(
+            peer_chart(scores, ctx.model, title=title,
+                       highlight=args.unit[0] if args.unit else None), encoding="utf-8")
+    return 0
+
+
+def _unit_chart(ctx: Context, args: argparse.Namespace, rows: list[dict[str, Any]],
+                history: Any) -> None:
+    from audit.charts import unit_chart
+
+    if len(args.unit) != 1:
+        raise BandoError("--chart needs exactly one --unit")
+    unit = ctx.catalog.by_id[args.unit[0]]
+    mine = [r for r in rows if r["unit_id"] == unit.unit_id]
+    end = args.end and parse_time(args.end, ctx.model.timezone, end=True)
+    end_text = format_ts(end or history.last_ts, ctx.model.timezone) if (
+        end or history.last_ts) else None
+    title = f"{unit.name} ({unit.unit_id}) - {args.window} score, band and rank"
+    Path(args.chart).write_text(unit_chart(mine, ctx.model, title=title, end=end_text),
+                                encoding="utf-8")

@@ -1,0 +1,436 @@
+"""Where history is read from: Kafka, archive files, a JSON-lines file, or memory.
+
+Every source yields batches of ``Record`` values with one contract, so replay, verification
+and explanations never care where the history lives:
+
+* records of one partition come in offset order (partitions may interleave);
+* ``since_ms`` starts each partition at its first record whose timestamp is >= since_ms,
+  ``until_ms`` stops it before its first record whose timestamp is > until_ms (Kafka's
+  ``offsets_for_times`` semantics, which the archive reproduces exactly);
+* ``start_offsets`` starts a partition at a given offset (the archiver resumes with it).
+
+The Kafka reader has **no group id**: it assigns partitions and seeks, so it never joins,
+rebalances or commits for any consumer group, and it only reads. Live workers are untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from audit.exceptions import AuditError
+from scoring.timeutil import format_ts
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIX = ".jsonl.gz"
+_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl\.gz$")
+
+
+class Record(NamedTuple):
+    """One message of a topic, as the broker stored it (a tuple: cheap to make by the million)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+class Source(Protocol):
+    name: str
+
+    def read(
+        self,
+        topic: str,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        start_offsets: Mapping[int, int] | None = None,
+    ) -> Iterator[list[Record]]: ...
+
+    def has_topic(self, topic: str) -> bool: ...
+
+
+def day_of_ms(ms: int) -> str:
+    """The Asia/Ho_Chi_Minh calendar day of a broker timestamp (archive file names)."""
+    return format_ts(ms * 1000)[:10]
+
+
+# --- archive lines ---------------------------------------------------------------------------
+
+
+def _text_or_b64(raw: bytes | None) -> tuple[str | None, bool]:
+    if raw is None:
+        return None, False
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), True
+
+
+def encode_record(rec: Record) -> bytes:
+    """One archive line. Bytes are kept exactly: text when UTF-8, else base64 (flag ``kb``/
+    ``vb``), so a replay from the archive validates the very bytes the worker saw."""
+    key, kb = _text_or_b64(rec.key)
+    value, vb = _text_or_b64(rec.value)
+    line: dict[str, Any] = {"p": rec.partition, "o": rec.offset, "ts": rec.timestamp_ms,
+                            "k": key, "v": value}
+    if kb:
+        line["kb"] = 1
+    if vb:
+        line["vb"] = 1
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_record(topic: str, line: bytes) -> Record:
+    d = orjson.loads(line)
+    key, value = d.get("k"), d.get("v")
+    return Record(
+        topic, d["p"], d["o"], d.get("ts"),
+        None if key is None else (base64.b64decode(key) if d.get("kb") else key.encode()),
+        None if value is None else (base64.b64decode(value) if d.get("vb") else value.encode()),
+    )
+
+
+def topic_dir(root: Path, topic: str) -> Path:
+    if not topic or "/" in topic or topic.startswith("."):
+        raise AuditError(f"not a topic name usable as a directory: {topic!r}")
+    return root / topic
+
+
+def day_files(root: Path, topic: str) -> list[tuple[str, Path]]:
+    """The archive's files of a topic, oldest day first."""
+    d = topic_dir(root, topic)
+    if not d.is_dir():
+        return []
+    out = [(m.group(1), p) for p in d.iterdir() if (m := _DAY_FILE.match(p.name))]
+    return sorted(out)
+
+
+class _Window:
+    """Applies since/until/start_offsets per partition, identically for every source."""
+
+    def __init__(self, since_ms: int | None, until_ms: int | None,
+                 start_offsets: Mapping[int, int] | None):
+        self.since, self.until = since_ms, until_ms
+        self.start_offsets = dict(start_offsets or {})
+        self.started: set[int] = set()
+        self.stopped: set[int] = set()
+        self.last: dict[int, int] = {}
+
+    def admit(self, rec: Record) -> bool:
+        p = rec.partition
+        if p in self.stopped or rec.offset <= self.last.get(p, -1):
+            return False  # ended, or a repeat (an archive run that was re-done after a crash)
+        if rec.offset < self.start_offsets.get(p, 0):
+            return False
+        ts = rec.timestamp_ms
+        if p not in self.started:
+            if self.since is not None and (ts is None or ts < self.since):
+                return False
+            self.started.add(p)
+        if self.until is not None and ts is not None and ts > self.until:
+            self.stopped.add(p)
+            return False
+        self.last[p] = rec.offset
+        return True
+
+
+class ArchiveSource:
+    """Daily gzip files written by ``bando archive`` (``DIR/<topic>/<YYYY-MM-DD>.jsonl.gz``).
+
+    A record is filed under the day of the largest timestamp seen so far on its partition, so
+    reading the files in day order gives every partition in offset order even when producer
+    timestamps go backwards; that is also why files before ``since``'s day can be skipped.
+    """
+
+    def __init__(self, root: str | Path, batch: int = 5000):
+        self.root = Path(root)
+        self.batch = batch
+        self.name = f"archive:{self.root}"
+        if not self.root.is_dir():
+            raise AuditError(f"no archive directory {self.root}")
+
+    def has_topic(self, topic: str) -> bool:
+        return bool(day_files(self.root, topic))
+
+    def read(self, topic: str, since_ms: int | None = None, until_ms: int | None = None,
+             start_offsets: Mapping[int, int] | None = None) -> Iterator[list[Record]]:
+        files = day_files(self.root, topic)
+        if not files:
+            raise AuditError(f"{self.name}: no files for topic {topic!r}")
+        first_day = day_of_ms(since_ms) if since_ms is not None else ""
+        window = _Window(since_ms, until_ms, start_offsets)
+        batch: list[Record] = []
+        for day, path in files:
+            if day < first_day:
+                continue
+            try:
+                with gzip.open(path, "rb") as fh:
+                    for line in fh:
+                        rec = decode_record(topic, line)
+                        if window.admit(rec):
+                            batch.append(rec)
+                            if len(batch) >= self.batch:
+                                yield batch
+                                batch = []
+            except (OSError, EOFError, orjson.JSONDecodeError, KeyError) as exc:
+                raise AuditError(f"{self.name}: cannot read {path}: {exc}") from exc
+        if batch:
+            yield batch
+
+
+class FileSource:
+    """A JSON-lines file of events (as ``bando score`` reads): partition 0, offset = line - 1.
+
+    It holds only the events topic (whatever its name); it has no DLQ, so replay validates
+    every line itself, exactly like ``bando score``.
+    """
+
+    def __init__(self, path: str | Path, topic: str = "procedure-events", batch: int = 5000):
+        self.path = Path(path)
+        self.topic = topic
+        self.batch = batch
+        self.name = f"file:{self.path}"
+        if not self.path.is_file():
+            raise AuditError(f"no event file {self.path}")
+
+    def has_topic(self, topic: str) -> bool:
+        return topic == self.topic
+
+    def read(self, topic: str, since_ms: int | None = None, until_ms: int | None = None,
+             start_offsets: Mapping[int, int] | None = None) -> Iterator[list[Record]]:
+        if topic != self.topic:
+            raise AuditError(f"{self.name} holds only {self.topic!r}, not {topic!r}")
+        first = dict(start_offsets or {}).get(0, 0)
+        batch: list[Record] = []
+        with open(self.path, "rb") as fh:
+            for offset, line in enumerate(fh):
+                line = line.strip()
+                if not line or offset < first:
+                    continue
+                batch.append(Record(topic, 0, offset, None, None, line))
+                if len(batch) >= self.batch:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+
+class MemorySource:
+    """Records held in memory (tests, and pipelines simulated in-process)."""
+
+    def __init__(self, topics: Mapping[str, list[Record]], name: str = "memory"):
+        self.topics = {t: sorted(recs, key=lambda r: (r.partition, r.offset))
+                       for t, recs in topics.items()}
+        self.name = name
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def read(self, topic: str, since_ms: int | None = None, until_ms: int | None = None,
+             start_offsets: Mapping[int, int] | None = None) -> Iterator[list[Record]]:
+        window = _Window(since_ms, until_ms, start_offsets)
+        out = [r for r in self.topics.get(topic, []) if window.admit(r)]
+        for i in range(0, len(out), 5000):
+            yield out[i:i + 5000]
+
+
+# --- Kafka -------------------------------------------------------------------------------
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class KafkaSource:
+    """Reads topics from the broker up to their end *at the start of the read*.
+
+    aiokafka is asynchronous; the audit tools are plain batch programs. So the consumer runs
+    in its own thread and event loop and hands over batches through a small bounded queue:
+    reading the next batch overlaps with scoring the previous one.
+    """
+
+    def __init__(self, bootstrap: str, *, batch: int = 5000, security: dict[str, Any] | None = None,
+                 idle_timeout_s: float = 30.0):
+        self.bootstrap = bootstrap
+        self.batch = batch
+        self.security = dict(security or {})
+        self.idle_timeout_s = idle_timeout_s
+        self.name = f"kafka://{bootstrap}"
+        self._topics: set[str] | None = None
+
+    def _consumer(self) -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", client_id="bando-audit",
+            max_poll_records=self.batch, **self.security)
+
+    def has_topic(self, topic: str) -> bool:
+        if self._topics is None:
+            async def names() -> set[str]:
+                consumer = self._consumer()
+                await consumer.start()
+                try:
+                    return set(await consumer.topics())
+                finally:
+                    await consumer.stop()
+            self._topics = _in_thread(names())
+        return topic in self._topics
+
+    def read(self, topic: str, since_ms: int | None = None, until_ms: int | None = None,
+             start_offsets: Mapping[int, int] | None = None) -> Iterator[list[Record]]:
+        q: queue.Queue[Any] = queue.Queue(maxsize=4)
+        stop = threading.Event()
+
+        def pump() -> None:
+            try:
+                asyncio.run(self._pump(topic, since_ms, until_ms, start_offsets, q, stop))
+            except BaseException as exc:  # handed to the reading thread
+                _put(q, _Failed(exc), stop)
+            else:
+                _put(q, _DONE, stop)
+
+        thread = threading.Thread(target=pump, name="bando-audit-kafka", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failed):
+                    if isinstance(item.exc, AuditError):
+                        raise item.exc
+                    raise AuditError(f"{self.name}: reading {topic!r} failed: "
+                                     f"{item.exc!r}") from item.exc
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    q.get(timeout=0.1)
+            thread.join()
+
+    async def _pump(self, topic: str, since_ms: int | None, until_ms: int | None,
+                    start_offsets: Mapping[int, int] | None, q: queue.Queue[Any],
+                    stop: threading.Event) -> None:
+        from aiokafka import TopicPartition
+
+        consumer = self._consumer()
+        await consumer.start()
+        try:
+            # aiokafka has no public "partitions of a topic" that fetches metadata first
+            cluster = await consumer._client.fetch_all_metadata()
+            parts = cluster.partitions_for_topic(topic)
+            if not parts:
+                raise AuditError(f"{self.name}: no topic {topic!r}")
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            begin = await consumer.beginning_offsets(tps)
+            end = await consumer.end_offsets(tps)
+            start = {tp: max(begin[tp], dict(start_offsets or {}).get(tp.partition, 0))
+                     for tp in tps}
+            stop_at = dict(end)
+            if since_ms is not None:
+                found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+                for tp in tps:
+                    at = found.get(tp)
+                    start[tp] = max(start[tp], at.offset if at is not None else end[tp])
+            if until_ms is not None:
+                found = await consumer.offsets_for_times({tp: until_ms + 1 for tp in tps})
+                for tp in tps:
+                    at = found.get(tp)
+                    if at is not None:
+                        stop_at[tp] = min(stop_at[tp], at.offset)
+            active = {tp for tp in tps if start[tp] < stop_at[tp]}
+            for tp in active:
+                consumer.seek(tp, start[tp])
+            log.debug("reading %s: %s", topic,
+                      {tp.partition: (start[tp], stop_at[tp]) for tp in tps})
+            last_progress = time.monotonic()
+            while active and not stop.is_set():
+                got = await consumer.getmany(*active, timeout_ms=500, max_records=self.batch)
+                batch: list[Record] = []
+                for tp, msgs in got.items():
+                    for m in msgs:
+                        if m.offset >= stop_at[tp]:
+                            break
+                        batch.append(Record(topic, tp.partition, m.offset, m.timestamp,
+                                            m.key, m.value))
+                for tp in list(active):
+                    if await consumer.position(tp) >= stop_at[tp]:
+                        active.discard(tp)
+                if batch:
+                    last_progress = time.monotonic()
+                    _put(q, batch, stop)
+                elif time.monotonic() - last_progress > self.idle_timeout_s:
+                    raise AuditError(f"{self.name}: {topic!r} stalled before its end offsets")
+        finally:
+            await consumer.stop()
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
+def _in_thread(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even when called inside a running loop."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise AuditError(f"Kafka request failed: {box['error']!r}") from box["error"]
+    return box["value"]
+
+
+def kafka_security(settings: Any) -> dict[str, Any]:
+    """SASL/PLAIN options from ``bando.settings.Settings`` (as the simulator uses them)."""
+    if not getattr(settings, "kafka_username", ""):
+        return {}
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": settings.kafka_username,
+            "sasl_plain_password": settings.kafka_password}
+
+
+def open_source(settings: Any, events: str | None = None, archive: str | None = None,
+                bootstrap: str | None = None) -> Source:
+    """The CLI's choice: ``--events FILE``, ``--archive DIR``, else Kafka (``--bootstrap``)."""
+    if events and archive:
+        raise AuditError("give --events or --archive, not both")
+    if events:
+        return FileSource(events, topic=settings.events_topic)
+    if archive:
+        return ArchiveSource(archive)
+    return KafkaSource(bootstrap or settings.kafka_bootstrap, security=kafka_security(settings))

@@ -1,0 +1,119 @@
+"""``audit.explain`` adds up, names the items behind lost points, and ``audit.charts`` draws
+well-formed, escaped SVG; the CLI commands run on files."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from fractions import Fraction
+from pathlib import Path
+
+import orjson
+import pytest
+
+from audit.charts import peer_chart, unit_chart
+from audit.explain import explain, render_text
+from audit.replay import Acceptor, TimelineSpec, load_history, timeline
+from audit.sources import FileSource
+from bando.batch import load, score_report
+from bando.cli import main
+from scoring.timeutil import parse_ts, resolve_window
+
+T = "2024-04-14T17:00:00+07:00"
+
+
+@pytest.fixture(scope="module")
+def history(example_dir, example_catalog):  # type: ignore[no-untyped-def]
+    return load_history(FileSource(example_dir / "events.jsonl"), "procedure-events",
+                        Acceptor(example_catalog, 64 * 1024))
+
+
+@pytest.fixture(scope="module")
+def truth(example_dir, example_catalog, model):  # type: ignore[no-untyped-def]
+    loaded = load(example_dir / "events.jsonl", example_catalog, model)
+    t = parse_ts(T)
+    return {w: score_report(loaded, resolve_window(w, t), t, T) for w in ("month", "year")}
+
+
+@pytest.mark.parametrize("window", ["month", "year"])
+def test_explanations_add_up_to_the_score(history, truth, example_catalog, model, window):
+    t = parse_ts(T)
+    for unit in truth[window]["units"]:
+        doc = explain(history, example_catalog, model, unit["unit_id"], t,
+                      resolve_window(window, t), limit=1000)
+        assert (doc["total"], doc["band"], doc["rank"], doc["peer_count"]) == (
+            unit["total"], unit["band"], unit["rank"], unit["peer_count"])
+        assert doc["groups"] == unit["groups"]
+        if unit["total"] is None:
+            continue
+        assert abs(doc["check"]["total_from_points"] - unit["total"]) <= 0.01
+        by_id = {i["indicator"]: i for i in doc["indicators"]}
+        for iid, ind in unit["indicators"].items():
+            row = by_id[iid]
+            assert (row["num"], row["den"], row["points"]) == (ind["num"], ind["den"],
+                                                              ind["points"])
+            assert row["failing"] == ind["den"] - ind["num"]
+            if row["points_lost"] > 0 and row["den"] > 0:
+                assert len(row["items"]) == row["failing"] > 0
+            assert abs(row["points"] + row["points_lost"] - row["max"]) < 1e-3
+        # gains: bringing an indicator to target adds exactly its lost points to the total
+        exact = sum(Fraction(str(i["points_lost"])) for i in doc["indicators"])
+        assert abs(float(exact) - (100 - doc["check"]["sum_points"])) < 1e-3
+        gains = [g["gain_total"] for g in doc["gains"]]
+        assert gains == sorted(gains, reverse=True)
+
+
+def test_late_dossiers_are_listed_with_due_and_completion(history, example_catalog, model):
+    t = parse_ts(T)
+    doc = explain(history, example_catalog, model, "quan-01", t, resolve_window("year", t))
+    on_time = next(i for i in doc["indicators"] if i["indicator"] == "on_time")
+    assert on_time["failing"] == on_time["den"] - on_time["num"] > 0
+    for item in on_time["items"]:
+        assert item["reason"] in ("completed after due", "open past due") or \
+            item["reason"].endswith("supplement requests")
+        assert item["due"] and item["received"]
+        if item["reason"] == "completed after due":
+            assert parse_ts(item["completed"]) > parse_ts(item["due"])
+    assert doc["peers"]["median_total"] is not None
+    text = render_text(doc)
+    assert "Largest gains" in text and "on_time" in text
+
+
+def test_charts_are_wellformed_and_escape_names(history, example_catalog, model, tmp_path):
+    rows = list(timeline(history, example_catalog, model,
+                         TimelineSpec(window="month", units=("quan-01",))))
+    name = example_catalog.by_id["quan-01"].name
+    assert "<" in name  # the example's markup-in-names case
+    svg = unit_chart(rows, model, title=name)
+    root = ET.fromstring(svg.encode())
+    assert root.tag.endswith("svg") and name in "".join(root.itertext())
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
+    assert svg.count("<polyline") >= 2
+    peers = [{"unit_id": u.unit_id, "name": u.name, "total": t, "band": b, "rank": r}
+             for u, t, b, r in [(example_catalog.by_id["quan-01"], 80.0, "good", 1)]]
+    peers.append({"unit_id": "x", "name": "<x>", "total": None, "band": None, "rank": None})
+    ET.fromstring(peer_chart(peers, model, title="t & <g>", highlight="quan-01").encode())
+    ET.fromstring(unit_chart([], model, title="empty").encode())
+
+
+def test_cli_replay_explain_and_charts(example_dir, example_catalog, tmp_path: Path,
+                                      capsysbinary):  # type: ignore[no-untyped-def]
+    events, units = str(example_dir / "events.jsonl"), str(example_dir / "catalog.json")
+    out = tmp_path / "timeline.json"
+    assert main(["replay", "--events", events, "--units", units, "--window", "year",
+                 "--unit", "quan-01", "--output", str(out), "--chart", str(tmp_path / "u.svg"),
+                 "--peer-chart", str(tmp_path / "p.svg"), "--day", "2024-03-31"]) == 0
+    doc = orjson.loads(out.read_bytes())
+    assert doc["rows"] and {r["unit_id"] for r in doc["rows"]} == {"quan-01"}
+    assert doc["ingest"]["records"] == 4458 and doc["events_per_s"] > 0
+    for svg in ("u.svg", "p.svg"):
+        ET.parse(tmp_path / svg)
+    assert main(["replay", "--events", events, "--units", units, "--every", "day",
+                 "--format", "csv", "--start", "2024-03-01", "--end", "2024-03-02"]) == 0
+    csv = capsysbinary.readouterr().out.decode().splitlines()
+    assert csv[0].startswith("at,unit_id") and len(csv) == 1 + 2 * len(example_catalog)
+    assert main(["explain", "quan-01", "--at", T, "--window", "year", "--events", events,
+                 "--units", units, "--format", "json", "--chart", str(tmp_path / "e.svg")]) == 0
+    doc = orjson.loads(capsysbinary.readouterr().out)
+    assert doc["unit_id"] == "quan-01" and doc["window"] == "year:2024"
+    ET.parse(tmp_path / "e.svg")
+    assert main(["explain", "nobody", "--at", T, "--events", events, "--units", units]) == 2
