@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("audit.replay_cli", "rebuild or verify published scores from history"),
     "explain": ("audit.explain_cli", "explain a unit's score at a time"),
     "archive": ("audit.archive_cli", "export event history to daily files"),
+    "digest": ("leaders.digest_cli", "weekly digest of a unit or peer group (HTML, PDF)"),
+    "signals": ("leaders.signals_cli", "harassment and inconvenience signals"),
+    "officer": ("leaders.officer_cli", "serve the token-protected officer view"),
+    "officer-token": ("leaders.officer_token_cli", "make an officer's access token and hash line"),
 }
 
 

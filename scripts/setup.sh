@@ -15,7 +15,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # redis-server: board store and tests; chromium(+driver): display page tests; prometheus:
 # promtool checks the alert rules; fonts: readable screenshots. Java and Maven run the broker.
 # Recommended packages come too, as on the machines the project was developed on.
-packages=(redis-server chromium chromium-driver prometheus fonts-dejavu-core)
+packages=(redis-server chromium chromium-driver prometheus fonts-dejavu-core poppler-utils)
 command -v java >/dev/null 2>&1 || packages+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || packages+=(maven)
 missing=()
