@@ -1,12 +1,18 @@
-"""Benchmark: the live pipeline on the real broker, with its ceiling baseline, same run.
+"""Benchmark: the live pipeline on the real broker, with its baselines, in one run.
 
-    python bench/live_pipeline.py --events 200000
+    python bench/live_pipeline.py --events 400000
 
 1. Writes N simulated events (``bando simulate file``), produces them to a fresh topic.
 2. Ceiling: a plain aiokafka consume-and-decode (orjson) loop over that topic.
-3. Bando: one ``bando worker`` process from an empty state; time from its first consumed
-   offset to the group's committed offsets reaching the end, and to the last unit score.
-Prints events/s for each and the ratio. Figures, not assertions: run it on a quiet machine.
+3. Naive: ``bench/naive_faust_agent.py`` (one event at a time through a faust agent, a Table
+   write and a full re-score per event) over the same topic, for ``--naive-seconds``.
+4. Bando: one ``bando worker`` process from an empty state over the same topic; events/s from
+   its first commit to its committed offsets reaching the end.
+5. Latency: a fresh worker, events produced at a steady ``--rate`` for ``--latency-seconds``;
+   for each ``unit-scores`` message, every event of that unit up to the message's ``input``
+   offset not yet seen in an earlier message gets latency = message timestamp - the event's
+   produce timestamp (both Kafka CreateTime, same machine). Prints p50/p99.
+Figures, not assertions: the machine must be quiet for them to mean much.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 import uuid
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -98,11 +105,151 @@ async def group_progress(bootstrap: str, group: str, topic: str) -> tuple[int, i
         await admin.close()
 
 
+def worker_env(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDO_")}
+    for f in fields(s):
+        env["BANDO_" + f.name.upper()] = str(getattr(s, f.name))
+    return env
+
+
+def run_until_caught_up(cmd: list[str], env: dict[str, str], bootstrap: str, group: str,
+                        topic: str, log_path: Path, limit_s: float,
+                        py_spy: int = 0) -> tuple[int, float, float]:
+    """Run a consumer process over ``topic`` until its group has committed the end offsets or
+    ``limit_s`` seconds passed since its first commit. -> (events committed after the first
+    commit, seconds since the first commit, seconds from start to the first commit)."""
+    log = open(log_path, "wb")  # noqa: SIM115
+    t_start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    t_first, first_done, spy = None, 0, None
+    try:
+        while True:
+            done, total = asyncio.run(group_progress(bootstrap, group, topic))
+            now = time.perf_counter()
+            if done and t_first is None:
+                t_first, first_done = now, done
+                if py_spy:
+                    spy = subprocess.Popen(
+                        ["py-spy", "record", "--pid", str(proc.pid), "-d", str(py_spy), "-r",
+                         "200", "-f", "raw", "-o", str(log_path.with_suffix(".pyspy.txt"))],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if total and done >= total:
+                break
+            if t_first is not None and now - t_first > limit_s:
+                break
+            if proc.poll() is not None:
+                raise SystemExit(f"{cmd[:3]} exited; see {log_path}")
+            if now - t_start > 900:
+                raise SystemExit(f"no progress: {done}/{total}; see {log_path}")
+            time.sleep(0.5)
+    finally:
+        if spy is not None:
+            spy.wait(py_spy + 30)
+            print(f"py-spy stacks: {log_path.with_suffix('.pyspy.txt')}")
+        proc.terminate()
+        proc.wait(30)
+    assert t_first is not None
+    return done - first_done, now - t_first, t_first - t_start
+
+
+async def produce_steady(bootstrap: str, topic: str, lines: list[bytes], rate: float,
+                         seconds: float) -> dict[tuple[int, int], tuple[str, int]]:
+    """Produce ``rate`` events/s for ``seconds``, in 10 ms ticks.
+    -> {(partition, offset): (unit_id, produce timestamp ms)}."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks=1)
+    await producer.start()
+    sent: list[tuple[str, asyncio.Future]] = []
+    try:
+        per_tick = rate / 100
+        t0 = time.perf_counter()
+        i = 0
+        due = 0.0
+        while time.perf_counter() - t0 < seconds and i < len(lines):
+            due += per_tick
+            while due >= 1 and i < len(lines):
+                line = lines[i]
+                i += 1
+                due -= 1
+                unit = orjson.loads(line).get("unit_id")
+                if not unit:
+                    continue  # ticks: no unit score to wait for
+                sent.append((unit, await producer.send(topic, line, key=unit.encode())))
+            await asyncio.sleep(max(0.0, t0 + (i / rate) - time.perf_counter()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    out = {}
+    for unit, fut in sent:
+        md = fut.result()
+        out[(md.partition, md.offset)] = (unit, md.timestamp)
+    return out
+
+
+async def read_scores(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=idle_ms)
+            if not batch:
+                return out
+            for msgs in batch.values():
+                out.extend(msgs)
+    finally:
+        await consumer.stop()
+
+
+def latencies(produced: dict[tuple[int, int], tuple[str, int]], scores: list[Any]) -> list[int]:
+    """ms from an event's production to the first unit-scores message of its unit whose input
+    offset covers it."""
+    pending: dict[str, list[tuple[int, int]]] = {}  # unit -> sorted [(offset, produced ms)]
+    for (_, offset), (unit, ts) in sorted(produced.items()):
+        pending.setdefault(unit, []).append((offset, ts))
+    out: list[int] = []
+    for m in sorted(scores, key=lambda m: m.timestamp):
+        msg = orjson.loads(m.value)
+        queue = pending.get(msg["unit_id"])
+        upto = (msg.get("input") or {}).get("offset")
+        if not queue or upto is None:
+            continue
+        n = 0
+        while n < len(queue) and queue[n][0] <= upto:
+            out.append(m.timestamp - queue[n][1])
+            n += 1
+        del queue[:n]
+    return out
+
+
+def pct(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def settings_for(bootstrap: str, tag: str) -> Settings:
+    return Settings.from_env(env={}, kafka_bootstrap=bootstrap, partitions=4,
+                             events_topic=f"bench-events-{tag}", dlq_topic=f"bench-dlq-{tag}",
+                             scores_topic=f"bench-scores-{tag}",
+                             rank_changes_topic=f"bench-rank-{tag}",
+                             band_changes_topic=f"bench-band-{tag}", app_id=f"bench-{tag}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--bootstrap", help="use a running broker instead of starting one")
+    ap.add_argument("--naive-seconds", type=float, default=60.0,
+                    help="how long to run the naive baseline (it slows as state grows)")
+    ap.add_argument("--rate", type=float, default=2000.0, help="latency run: events/s")
+    ap.add_argument("--latency-seconds", type=float, default=60.0)
+    ap.add_argument("--coalesce", type=float, default=0.25,
+                    help="latency run: BANDO_COALESCE_SECONDS (a unit's update interval)")
+    ap.add_argument("--skip", default="", help="comma list of: naive,throughput,latency")
+    ap.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
+                    help="record the bando worker with py-spy once it commits (raw stacks)")
     args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="bando-bench-"))
     broker = None
     if args.bootstrap:
@@ -111,12 +258,7 @@ def main() -> int:
         broker = KafkaBroker(data_dir=tmp / "kafka", partitions=4)
         broker.start()
         bootstrap = broker.bootstrap
-    tag = uuid.uuid4().hex[:6]
-    s = Settings.from_env(env={}, kafka_bootstrap=bootstrap, partitions=4,
-                          events_topic=f"bench-events-{tag}", dlq_topic=f"bench-dlq-{tag}",
-                          scores_topic=f"bench-scores-{tag}",
-                          rank_changes_topic=f"bench-rank-{tag}",
-                          band_changes_topic=f"bench-band-{tag}", app_id=f"bench-{tag}")
+    s = settings_for(bootstrap, uuid.uuid4().hex[:6])
     try:
         ensure_project_topics(bootstrap, s)
         path = tmp / "events.jsonl"
@@ -131,36 +273,64 @@ def main() -> int:
         produce_s = asyncio.run(produce(bootstrap, s.events_topic, lines))
         print(f"events: {n}  produced in {produce_s:.1f}s ({n / produce_s:,.0f}/s)")
         ceil_s = asyncio.run(ceiling(bootstrap, s.events_topic, n))
-        print(f"ceiling  aiokafka consume+orjson decode: {n / ceil_s:,.0f} events/s")
+        ceiling_rate = n / ceil_s
+        print(f"ceiling  aiokafka consume+orjson decode: {ceiling_rate:,.0f} events/s")
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BANDO_")}
-        for f in fields(s):
-            env["BANDO_" + f.name.upper()] = str(getattr(s, f.name))
-        log = open(tmp / "worker.log", "wb")  # noqa: SIM115
-        t_start = time.perf_counter()
-        worker = subprocess.Popen([sys.executable, "-m", "bando.cli", "worker"], cwd=REPO,
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        t_first = None
-        try:
-            while True:
-                done, total = asyncio.run(group_progress(bootstrap, s.app_id, s.events_topic))
-                now = time.perf_counter()
-                if done and t_first is None:
-                    t_first = now
-                if total and done >= total:
-                    break
-                if now - t_start > 900:
-                    raise SystemExit(f"worker did not finish: {done}/{total}")
-                time.sleep(0.5)
-            t_done = time.perf_counter()
-        finally:
-            worker.terminate()
-            worker.wait(30)
-        busy = t_done - (t_first or t_start)
-        print(f"bando    1 worker, start to caught up: {t_done - t_start:.1f}s; "
-              f"first commit to caught up {busy:.1f}s: {n / busy:,.0f} events/s "
-              f"(commit interval 1 s blurs short runs)")
-        print(f"ratio    bando / ceiling: {(n / busy) / (n / ceil_s):.2f}")
+        naive_rate = None
+        if "naive" not in skip:
+            group = f"naive-{s.app_id}"
+            done, secs, _ = run_until_caught_up(
+                [sys.executable, str(REPO / "bench" / "naive_faust_agent.py"), "--bootstrap",
+                 bootstrap, "--topic", s.events_topic, "--app-id", group, "--partitions", "4"],
+                worker_env(s), bootstrap, group, s.events_topic, tmp / "naive.log",
+                args.naive_seconds)
+            naive_rate = done / secs
+            print(f"naive    faust agent, one event at a time: {naive_rate:,.0f} events/s "
+                  f"({done} events in the {secs:.0f}s after its first commit)")
+
+        if "throughput" not in skip:
+            done, secs, startup = run_until_caught_up(
+                [sys.executable, "-m", "bando.cli", "worker"], worker_env(s), bootstrap,
+                s.app_id, s.events_topic, tmp / "worker.log", 900, args.py_spy)
+            rate = done / secs
+            print(f"bando    1 worker: {rate:,.0f} events/s ({done} events from its first "
+                  f"commit to caught up in {secs:.1f}s; {startup:.1f}s to the first commit; "
+                  f"commit interval 1 s)")
+            print(f"ratio    bando / ceiling: {rate / ceiling_rate:.2f}")
+            if naive_rate:
+                print(f"ratio    bando / naive: {rate / naive_rate:.1f}")
+
+        if "latency" not in skip:
+            ls = settings_for(bootstrap, uuid.uuid4().hex[:6]).with_(
+                coalesce_seconds=args.coalesce)
+            ensure_project_topics(bootstrap, ls)
+            log = open(tmp / "latency-worker.log", "wb")  # noqa: SIM115
+            worker = subprocess.Popen([sys.executable, "-m", "bando.cli", "worker"], cwd=REPO,
+                                      env=worker_env(ls), stdout=log, stderr=subprocess.STDOUT)
+            try:
+                # ready = the group has committed a first tick
+                tick = orjson.dumps({"event_id": f"warm-{ls.app_id}", "type": "clock.tick",
+                                     "occurred_at": "2024-01-01T00:00:00+07:00"})
+                asyncio.run(produce(bootstrap, ls.events_topic, [tick]))
+                t0 = time.perf_counter()
+                while not asyncio.run(group_progress(bootstrap, ls.app_id, ls.events_topic))[0]:
+                    if time.perf_counter() - t0 > 120:
+                        raise SystemExit("latency worker did not start")
+                    time.sleep(0.5)
+                produced = asyncio.run(produce_steady(bootstrap, ls.events_topic, lines,
+                                                      args.rate, args.latency_seconds))
+                time.sleep(5)
+                scores = asyncio.run(read_scores(bootstrap, ls.scores_topic))
+            finally:
+                worker.terminate()
+                worker.wait(30)
+            lat = latencies(produced, scores)
+            if not lat:
+                raise SystemExit("no latency samples")
+            print(f"latency  {len(produced)} events at {args.rate:,.0f}/s for "
+                  f"{args.latency_seconds:.0f}s: event -> unit-scores p50 {pct(lat, 0.5):.0f} ms, "
+                  f"p99 {pct(lat, 0.99):.0f} ms, max {max(lat)} ms ({len(lat)} events matched, "
+                  f"coalesce interval {ls.coalesce_seconds} s)")
     finally:
         if broker:
             broker.stop()

@@ -12,7 +12,7 @@ from typing import Any
 from scoring.catalog import Catalog, Unit
 from scoring.events import Event
 from scoring.facts import UnitState, apply_event
-from scoring.indicators import count
+from scoring.indicators import Counts, count
 from scoring.model import Model
 from scoring.points import Rated, rate
 from scoring.ranking import competition_ranks
@@ -44,10 +44,13 @@ class UnitScore:
 
 
 def score_state(
-    model: Model, unit: Unit, state: UnitState | None, window: Window, t: int
+    model: Model, unit: Unit, state: UnitState | None, window: Window, t: int,
+    counts: Counts | None = None,
 ) -> UnitScore:
-    state = state if state is not None else UnitState()
-    counts = count(state, window, t)
+    """``counts``: when already known (``scoring.incremental`` keeps them live), they must equal
+    ``count(state, window, t)``; otherwise they are counted here."""
+    if counts is None:
+        counts = count(state if state is not None else UnitState(), window, t)
     rated = rate(model, counts.values, scored=counts.items > 0)
     return UnitScore(unit, window, t, rated, counts.values, counts.next_change_us)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from scoring.model import Model
+from scoring.model import Indicator, Model
 
 
 def round_half_away(value: Fraction, digits: int) -> float:
@@ -19,6 +19,15 @@ def round_half_away(value: Fraction, digits: int) -> float:
     if scaled - whole >= Fraction(1, 2):
         whole += 1
     return (whole if value >= 0 else -whole) / scale
+
+
+def _round_ratio(a: int, b: int, digits: int) -> float:
+    """``round_half_away(Fraction(a, b), digits)`` for a >= 0, b > 0, without the Fraction."""
+    scale = 10**digits
+    whole, rem = divmod(a * scale, b)
+    if 2 * rem >= b:
+        whole += 1
+    return whole / scale
 
 
 def indicator_points(max_points: Fraction | int, target: Fraction, num: int, den: int) -> Fraction:
@@ -42,49 +51,95 @@ def _num(value: Fraction | int) -> float | int:
     return int(value) if value.denominator == 1 else float(value)
 
 
+Plan = tuple[tuple[tuple[Indicator, int, int, int, int, float | int], ...],
+             tuple[tuple[str, int, int], ...]]
+_PLANS: dict[int, tuple[Model, Plan]] = {}
+
+
+def _plan(model: Model) -> Plan:
+    """Per indicator (indicator, points as pn/pd, target as tn/td, max as output), and the
+    bands as (band, minimum as n/d). Cached by identity: hashing a model costs more than
+    rating with it."""
+    cached = _PLANS.get(id(model))
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    indicators = []
+    for ind in model.indicators:
+        pts = Fraction(ind.points)
+        indicators.append((ind, pts.numerator, pts.denominator, ind.target.numerator,
+                           ind.target.denominator, _num(ind.points)))
+    bands = tuple((band, low.numerator, low.denominator) for band, low in model.bands)
+    plan = (tuple(indicators), bands)
+    if len(_PLANS) > 16:
+        _PLANS.clear()
+    _PLANS[id(model)] = (model, plan)
+    return plan
+
+
+def _band(bands: tuple[tuple[str, int, int], ...], whole: int, scale: int) -> str:
+    """``Model.band`` of the rounded total whole/scale (that float's decimal is exactly
+    whole/scale), in integers."""
+    for band, n, d in bands:
+        if whole * d >= n * scale:
+            return band
+    return bands[-1][0]
+
+
 def rate(model: Model, counts: dict[str, tuple[int, int]], scored: bool = True) -> Rated:
     """Points per indicator and group, total and band. Indicators missing from ``counts`` are
     taken as 0/0 (not applicable). ``scored=False`` gives the breakdown with no total (a unit
-    with nothing in the window)."""
-    pd = model.points_digits
-    groups: dict[str, list[Fraction]] = {g: [Fraction(0), Fraction(0)] for g in model.groups}
+    with nothing in the window).
+
+    Exact rational arithmetic on integer pairs (the same values as with ``Fraction``, which
+    cost ten times as much): points = max x min(1, (num/den) / target)."""
+    pd_digits = model.points_digits
+    # per group: points p/q and max m/n, unreduced (one gcd at the end is cheaper than many)
+    groups: dict[str, list[int]] = {g: [0, 1, 0, 1] for g in model.groups}
     indicators: dict[str, dict[str, object]] = {}
     lost: dict[str, Fraction] = {}
-    sum_points = Fraction(0)
-    sum_max = Fraction(0)
-    for ind in model.indicators:
+    plan, bands = _plan(model)
+    for ind, pn, pd, tn, td, max_out in plan:
         num, den = counts.get(ind.id, (0, 0))
         applicable = den > 0
         if applicable:
-            pts = indicator_points(ind.points, ind.target, num, den)
-            lost[ind.id] = Fraction(ind.points) - pts
+            if num * td >= den * tn:  # ratio at or above target: full points
+                a, b = pn, pd
+            else:
+                a, b = pn * num * td, pd * den * tn
+            lost[ind.id] = Fraction(pn * b - a * pd, pd * b)
         elif ind.empty == "full":
-            pts = Fraction(ind.points)
+            a, b = pn, pd
         elif ind.empty == "zero":
-            pts = Fraction(0)
+            a, b = 0, 1
         else:  # exclude: neither points nor max count anywhere
             indicators[ind.id] = {
-                "num": num, "den": den, "points": None, "max": _num(ind.points),
-                "applicable": False,
+                "num": num, "den": den, "points": None, "max": max_out, "applicable": False,
             }
             continue
         indicators[ind.id] = {
             "num": num,
             "den": den,
-            "points": round_half_away(pts, pd),
-            "max": _num(ind.points),
+            "points": _round_ratio(a, b, pd_digits),
+            "max": max_out,
             "applicable": applicable,
         }
         g = groups[ind.group]
-        g[0] += pts
-        g[1] += Fraction(ind.points)
-        sum_points += pts
-        sum_max += Fraction(ind.points)
-    group_out = {
-        gid: {"points": round_half_away(p, pd), "max": _num(m)} for gid, (p, m) in groups.items()
-    }
-    if not scored or sum_max == 0:
+        g[0], g[1] = g[0] * b + a * g[1], g[1] * b
+        g[2], g[3] = g[2] * pd + pn * g[3], g[3] * pd
+    group_out: dict[str, dict[str, float | int]] = {}
+    sp, sq, sm, sn = 0, 1, 0, 1  # sums over groups: points sp/sq, max sm/sn
+    for gid, (p, q, m, n) in groups.items():
+        group_out[gid] = {"points": _round_ratio(p, q, pd_digits),
+                          "max": m // n if m % n == 0 else m / n}
+        sp, sq = sp * q + p * sq, sq * q
+        sm, sn = sm * n + m * sn, sn * n
+    if not scored or sm == 0:
         return Rated(None, None, None, group_out, indicators, lost)
-    exact = 100 * sum_points / sum_max
-    total = round_half_away(exact, model.total_digits)
-    return Rated(total, exact, model.band(total), group_out, indicators, lost)
+    # total = 100 x sum_points / sum_max
+    a, b = 100 * sp * sn, sq * sm
+    scale = 10**model.total_digits
+    whole, rem = divmod(a * scale, b)
+    if 2 * rem >= b:
+        whole += 1
+    total = whole / scale  # = _round_ratio(a, b, total_digits)
+    return Rated(total, Fraction(a, b), _band(bands, whole, scale), group_out, indicators, lost)

@@ -9,17 +9,30 @@
 Guarantee: at-least-once delivery with idempotent state. faust commits an input offset only
 after the batch is processed and the producer (changelogs included) is flushed; a batch
 replayed after a crash is absorbed by the ``seen`` table and by facts that are min/max/sets.
+
+Input path: faust hands a stream one message at a time (per message: four tasks in
+``Service.wait_first``, a queue hop, sensors, an ack), about 100 us of overhead, which alone
+capped a worker near 5,000 events/s. ``BatchConsumer`` gives each fetched batch of
+``procedure-events`` records to the scorer directly and acks their offsets in bulk; faust still
+owns the group membership, assignment, table recovery, and commits (producer flushed first).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import os
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import orjson
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from mode.utils.futures import notify
 
 from bando import kafka_auth, metrics
 from bando.settings import Settings
@@ -33,39 +46,142 @@ from streams.scorer import Message, ScorerCore
 log = logging.getLogger(__name__)
 
 SCORER_TABLES = ("seen", "units", "facts", "clock")
+SCORE_SLICE = 2000  # events per ScorerCore.process call
+RANK_SLICE = 1000  # unit scores per RankerCore.process call
 
 
 class FaustStore:
-    """``streams.scorer.Store`` over faust tables.
+    """``streams.scorer.Store`` over faust tables (memory store: a dict per table).
 
-    Writes go to the table's store at once and are queued as changelog records for the input
-    partition; ``publish`` hands a batch's records straight to the Kafka producer. faust's own
-    per-key path (``send_soon``, one queued future per write) costs about a millisecond a
-    write, which capped a worker below 1,000 events/s. Durability is unchanged: faust flushes
-    the producer before it commits input offsets.
+    Writes go to the table's dict at once and are queued as changelog records for the input
+    partition; ``publish`` writes a batch's records straight into Kafka record batches, one per
+    changelog partition (aiokafka ``create_batch``/``send_batch``). faust's own per-key path
+    (``send_soon``, one queued future per write) cost about a millisecond a write, and even one
+    ``producer.send`` per record was a tenth of a worker's time. Durability is unchanged: faust
+    flushes the producer (these batches included) before it commits input offsets, and a batch
+    that failed to be delivered stops the worker at the next publish.
     """
 
     def __init__(self, tables: dict[str, Any]):
         self.tables = tables
         self.pending: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._sent: list[asyncio.Future] = []
+        self._dicts: dict[str, dict[str, Any]] = {}
+
+    def _dict(self, table: str) -> dict[str, Any]:
+        # faust's memory store keeps one plain dict for its lifetime (recovery fills it, clear
+        # empties it); its Mapping.get goes through KeyError, a tenth of a worker's time
+        d = self._dicts.get(table)
+        if d is None:
+            d = self._dicts[table] = self.tables[table].data.data
+        return d
 
     def get(self, table: str, key: str) -> Any:
-        return self.tables[table].data.get(key)
+        return self._dict(table).get(key)
 
     def put(self, table: str, partition: int, key: str, value: Any) -> None:
-        self.tables[table].data[key] = value
+        self._dict(table)[key] = value
         self.pending[(table, key)] = (partition, value)  # the last write of a batch wins
 
     def items(self, table: str) -> list[tuple[str, Any]]:
-        return list(self.tables[table].data.items())
+        return list(self._dict(table).items())
 
     async def publish(self, producer: Any) -> int:
+        """Hand the pending changelog records to ``producer`` (faust's)."""
+        for fut in self._sent:
+            if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
+        self._sent = [fut for fut in self._sent if not fut.done()]
         pending, self.pending = self.pending, {}
+        if not pending:
+            return 0
+        kafka = producer._ensure_producer()  # noqa: SLF001 - faust's aiokafka producer
+        batches: dict[tuple[str, int], Any] = {}
+        dumps = orjson.dumps
         for (table, key), (partition, value) in pending.items():
-            topic = self.tables[table].changelog_topic.get_topic_name()
-            await producer.send(topic, orjson.dumps(key), orjson.dumps(value), partition,
-                                None, None)
+            tp = (self.tables[table].changelog_topic.get_topic_name(), partition)
+            batch = batches.get(tp)
+            if batch is None:
+                batch = batches[tp] = kafka.create_batch()
+            k, v = dumps(key), dumps(value)
+            if batch.append(key=k, value=v, timestamp=None) is None:  # full
+                self._sent.append(await kafka.send_batch(batch, tp[0], partition=tp[1]))
+                batch = batches[tp] = kafka.create_batch()
+                if batch.append(key=k, value=v, timestamp=None) is None:
+                    raise ValueError(f"changelog record {table}/{key[:80]} exceeds a batch")
+        for (topic, partition), batch in batches.items():
+            self._sent.append(await kafka.send_batch(batch, topic, partition=partition))
         return len(pending)
+
+
+BatchHandler = Callable[[TP, list[Any]], Awaitable[None]]
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, except that records of the topics in its transport's
+    ``batch_handlers`` skip faust's per-message path: each fetched batch goes to its handler as
+    aiokafka ``ConsumerRecord``s, and the handler acks the offsets it has processed
+    (``ack_offsets``). Offsets are committed by faust as for any acked message: every
+    ``broker_commit_interval``, after flushing the producer. Relies on faust-streaming 0.15's
+    consumer internals (the version is pinned).
+    """
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        records, active = await super()._wait_next_records(timeout)
+        handlers: dict[str, BatchHandler] = self.transport.batch_handlers
+        if not records or not handlers or not self.flow_active:
+            return records, active
+        for tp in [tp for tp in records if tp.topic in handlers]:
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue  # paused: faust drops these too
+            batch = records.pop(tp)
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            await handlers[tp.topic](TP(tp.topic, tp.partition), batch)
+        return records, active
+
+    def still_current(self, generation_id: int) -> bool:
+        """False once a rebalance started: records fetched before it must not be processed
+        (the partition is re-read from its committed offset)."""
+        return (self.flow_active and self.app.flow_control.is_active()
+                and self.app.consumer_generation_id == generation_id)
+
+    async def new_records(self, tp: TP, records: list[Any]) -> list[Any]:
+        """Drop records already read (as faust's ``_drain_messages`` does after a seek) and
+        register offset gaps (transaction markers, compaction) so commits can pass them."""
+        last = self._read_offset[tp]
+        out = []
+        for record in records:
+            offset = record.offset
+            if last is not None and offset < last:
+                continue
+            if last is not None and offset - last > 1:
+                await self._add_gap(tp, last + 1, offset)
+            last = offset
+            out.append(record)
+        self._read_offset[tp] = last
+        return out
+
+    def ack_offsets(self, tp: TP, offsets: list[int]) -> None:
+        """``Consumer.ack`` for many offsets of one partition (no ``Message`` objects)."""
+        committed = self._committed_offset[tp]
+        acked_index = self._acked_index[tp]
+        acked = self._acked[tp]
+        n = 0
+        for offset in offsets:
+            if (committed is None or offset >= committed) and offset not in acked_index:
+                acked_index.add(offset)
+                acked.append(offset)
+                n += 1
+        self._n_acked += n
+        notify(self._waiting_for_ack)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_handlers: dict[str, BatchHandler] = {}
 
 
 def internal_topic(settings: Settings) -> str:
@@ -98,6 +214,8 @@ def create_app(
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_batch_size=512 * 1024,  # changelog records go out in big record batches
+        producer_linger=0.005,  # score messages of one flush share produce requests
         web_enabled=settings.web_port > 0,
         web_bind=settings.web_host,
         web_port=settings.web_port or 6066,
@@ -107,6 +225,7 @@ def create_app(
         key_serializer="json",
         value_serializer="json",
     )
+    transport = app.transport = BatchTransport(app.conf.broker_consumer, app)
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes, **raw)
     dlq = app.topic(settings.dlq_topic, **raw)
@@ -116,7 +235,9 @@ def create_app(
     band_changes = app.topic(settings.band_changes_topic, **raw)
 
     tables = {
-        name: app.Table(name, default=None, partitions=settings.partitions)
+        # recovery applies changelog records in batches of recovery_buffer_size (default 1,000)
+        name: app.Table(name, default=None, partitions=settings.partitions,
+                        recovery_buffer_size=10_000)
         for name in SCORER_TABLES
     }
     ranked = app.Table("ranked", default=None, partitions=1)
@@ -124,6 +245,12 @@ def create_app(
         def now_us() -> int:
             return time.time_ns() // 1000
 
+    # Every event allocates a few short-lived objects; the default young-generation threshold
+    # (700) ran the collector every few dozen events.
+    gc.set_threshold(50_000, 20, 100)
+    # faust's changelog recovery formats two debug records per changelog message, and the
+    # worker's logging setup leaves them enabled: a sixth of recovery time
+    logging.getLogger("faust.tables.recovery").setLevel(logging.INFO)
     scorer_store = FaustStore(tables)
     ranker_store = FaustStore({"ranked": ranked})
     scorer = ScorerCore(catalog, model, scorer_store, topic=settings.events_topic,
@@ -141,6 +268,10 @@ def create_app(
     @tables["facts"].on_recover
     async def _rebuild_scorer() -> None:
         scorer.rebuild(assigned(settings.events_topic))
+        # The recovered state is long-lived: keep the cyclic GC from re-scanning it (a million
+        # dossiers took seconds per full collection).
+        gc.collect()
+        gc.freeze()
         ready["scorer"] = True
 
     @ranked.on_recover
@@ -152,18 +283,40 @@ def create_app(
     async def _revoked(app: faust.App, revoked: set, **_: Any) -> None:
         ready["scorer"] = ready["ranker"] = False
 
+    async def _score(msgs: list[Message]) -> None:
+        outcome = scorer.process(msgs)
+        await scorer_store.publish(app.producer)
+        for msg, exc in outcome.rejected:
+            await _reject(msg, exc)
+        for event_type, n in Counter(ev.type for ev in outcome.accepted).items():
+            metrics.EVENTS_CONSUMED.labels(type=metrics.event_type_label(event_type)).inc(n)
+        metrics.LAST_EVENT_TIMESTAMP.set(time.time())
+
+    async def _score_records(tp: TP, records: list[Any]) -> None:
+        """A fetched batch of one partition (``BatchConsumer``), in slices that leave the event
+        loop to the flush timer, heartbeats and the ranker in between."""
+        consumer = app.consumer
+        generation = app.consumer_generation_id
+        records = await consumer.new_records(tp, records)
+        for i in range(0, len(records), SCORE_SLICE):
+            if not consumer.still_current(generation):
+                return
+            chunk = records[i:i + SCORE_SLICE]
+            await _score([Message(tp.partition, r.offset, r.key, r.value, r.timestamp)
+                          for r in chunk])
+            consumer.ack_offsets(tp, [r.offset for r in chunk])
+            await asyncio.sleep(0)
+
+    transport.batch_handlers[events.get_topic_name()] = _score_records
+
+    # The agent subscribes the group to the topic (assignment, co-partitioned tables, acks);
+    # its records normally reach _score_records without passing through it.
     @app.agent(events, name="bando-scorer")
     async def score(stream: Any) -> None:
-        async for batch in stream.take_events(2000, within=0.05):
-            msgs = [Message(e.message.partition, e.message.offset, e.message.key,
-                            e.message.value, int(e.message.timestamp * 1000)) for e in batch]
-            outcome = scorer.process(msgs)
-            await scorer_store.publish(app.producer)
-            for msg, exc in outcome.rejected:
-                await _reject(msg, exc)
-            for ev in outcome.accepted:
-                metrics.EVENTS_CONSUMED.labels(type=metrics.event_type_label(ev.type)).inc()
-            metrics.LAST_EVENT_TIMESTAMP.set(time.time())
+        async for batch in stream.take_events(SCORE_SLICE, within=0.05):
+            await _score([Message(e.message.partition, e.message.offset, e.message.key,
+                                  e.message.value, int(e.message.timestamp * 1000))
+                          for e in batch])
 
     async def _reject(msg: Message, exc: EventRejected) -> None:
         record = dlq_record(exc.code, exc.detail, settings.events_topic, msg.partition,
@@ -172,38 +325,60 @@ def create_app(
         metrics.EVENTS_REJECTED.labels(error=metrics.error_label(exc.code)).inc()
         log.warning("rejected %s p%d@%d: %s", exc.code, msg.partition, msg.offset, exc.detail)
 
+    async def _send(topic: Any, key: str, msg: dict[str, Any]) -> None:
+        # straight to aiokafka: faust's Topic.send costs ~100 us a message
+        kafka = app.producer._ensure_producer()  # noqa: SLF001
+        await kafka.send(topic.get_topic_name(), orjson.dumps(msg), key=key.encode())
+
     @app.timer(interval=settings.coalesce_seconds)
     async def _flush_scores() -> None:
         if not ready["scorer"]:
             return
         for msg in scorer.flush():
-            await scored.send(key=msg["peer_group"].encode(), value=orjson.dumps(msg))
+            await _send(scored, msg["peer_group"], msg)
 
+    async def _rank(incoming: list[dict[str, Any]], first: int, last: int) -> None:
+        if not ready["ranker"]:
+            ranker.rebuild()  # first message can beat the recovery callback
+            ready["ranker"] = True
+        # The batch bounds make ranking replayable: an auditor re-runs RankerCore over the
+        # same slices of the single-partition internal topic (audit.verify).
+        basis = {"topic": scored.get_topic_name(), "offsets": [first, last]}
+        out = ranker.process(incoming, basis)
+        await ranker_store.publish(app.producer)
+        now = time.time()
+        for msg in out.scores:
+            await _send(scores, msg["unit_id"], msg)
+            metrics.SCORES_PUBLISHED.inc()
+            metrics.observe_unit_score(msg["unit_id"], msg["window"], msg["total"], msg["band"])
+        for item in incoming:
+            if arrived := item.get("arrived_ms"):
+                metrics.EVENT_TO_SCORE_SECONDS.observe(max(0.0, now - arrived / 1000))
+        for msg in out.rank_changes:
+            await _send(rank_changes, msg["peer_group"], msg)
+        for msg in out.band_changes:
+            await _send(band_changes, msg["unit_id"], msg)
+
+    async def _rank_records(tp: TP, records: list[Any]) -> None:
+        consumer = app.consumer
+        generation = app.consumer_generation_id
+        records = await consumer.new_records(tp, records)
+        for i in range(0, len(records), RANK_SLICE):
+            if not consumer.still_current(generation):
+                return
+            chunk = records[i:i + RANK_SLICE]
+            await _rank([orjson.loads(r.value) for r in chunk], chunk[0].offset,
+                        chunk[-1].offset)
+            consumer.ack_offsets(tp, [r.offset for r in chunk])
+            await asyncio.sleep(0)
+
+    transport.batch_handlers[scored.get_topic_name()] = _rank_records
+
+    # Like the scorer agent: subscribes the group; records normally go to _rank_records.
     @app.agent(scored, name="bando-ranker")
     async def rank(stream: Any) -> None:
-        async for batch in stream.take_events(1000, within=0.05):
-            if not ready["ranker"]:
-                ranker.rebuild()  # first message can beat the recovery callback
-                ready["ranker"] = True
-            incoming = [orjson.loads(e.message.value) for e in batch]
-            # The batch bounds make ranking replayable: an auditor re-runs RankerCore over the
-            # same slices of the single-partition internal topic (audit.verify).
-            basis = {"topic": scored.get_topic_name(),
-                     "offsets": [batch[0].message.offset, batch[-1].message.offset]}
-            out = ranker.process(incoming, basis)
-            await ranker_store.publish(app.producer)
-            now = time.time()
-            for msg in out.scores:
-                await scores.send(key=msg["unit_id"].encode(), value=orjson.dumps(msg))
-                metrics.SCORES_PUBLISHED.inc()
-                metrics.observe_unit_score(msg["unit_id"], msg["window"], msg["total"],
-                                           msg["band"])
-            for item in incoming:
-                if arrived := item.get("arrived_ms"):
-                    metrics.EVENT_TO_SCORE_SECONDS.observe(max(0.0, now - arrived / 1000))
-            for msg in out.rank_changes:
-                await rank_changes.send(key=msg["peer_group"].encode(), value=orjson.dumps(msg))
-            for msg in out.band_changes:
-                await band_changes.send(key=msg["unit_id"].encode(), value=orjson.dumps(msg))
+        async for batch in stream.take_events(RANK_SLICE, within=0.05):
+            await _rank([orjson.loads(e.message.value) for e in batch],
+                        batch[0].message.offset, batch[-1].message.offset)
 
     return app

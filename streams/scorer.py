@@ -7,6 +7,11 @@ facts (``scoring.facts``), and the partition's watermark and input offset. The i
 
 Event time is the partition's watermark: the largest ``occurred_at`` seen there, ticks
 included. Scores are computed by ``scoring`` at that watermark, never at wall time.
+
+Each unit's counts are kept running (``scoring.incremental.UnitCounts``): ``process`` notes
+which fact records an event touched, and ``flush`` re-evaluates only those and the records whose
+due time event time has passed, so a flush costs O(changed records), not O(all dossiers); the
+points (exact fractions) are computed only for units whose counts changed.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from scoring.dedup import CONFLICT, NEW, classify
 from scoring.engine import score_state
 from scoring.events import Event
 from scoring.facts import Dossier, Petition, Publication, UnitState, apply_event
+from scoring.incremental import RecordKey, UnitCounts
 from scoring.model import Model
-from scoring.timeutil import format_ts, window_of
+from scoring.timeutil import Window, format_ts, window_of
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +103,9 @@ class ScorerCore:
         self.unit_partition: dict[str, int] = {}
         self.watermark: dict[int, int] = {}
         self.offset: dict[int, int] = {}
-        self.dirty: set[str] = set()
-        self._next_change: dict[tuple[str, str], int] = {}
-        self._last_window: dict[tuple[str, str], str] = {}
+        self.running: dict[str, UnitCounts] = {}  # unit -> its counts at its watermark
+        self._touched: dict[str, set[RecordKey]] = {}  # unit -> records changed since flush
+        self._last_counts: dict[tuple[str, str], tuple] = {}  # (unit, window) -> last scored
         self._last_sent: dict[tuple[str, str], tuple] = {}
         self._pending_ts: dict[str, int] = {}  # unit -> oldest unscored event arrival (ms)
 
@@ -149,7 +155,10 @@ class ScorerCore:
             key = apply_event(state, event)
             if key is not None:
                 touched[(unit_id, key[0], key[1])] = p
-            self.dirty.add(unit_id)
+                pending = self._touched.get(unit_id)
+                if pending is None:
+                    pending = self._touched[unit_id] = set()
+                pending.add(key)
             if msg.timestamp_ms is not None:
                 self._pending_ts.setdefault(unit_id, msg.timestamp_ms)
         for (unit_id, kind, ident), p in touched.items():
@@ -168,8 +177,9 @@ class ScorerCore:
         self.unit_partition.clear()
         self.watermark.clear()
         self.offset.clear()
-        self._next_change.clear()
-        self._last_window.clear()
+        self.running.clear()
+        self._touched.clear()
+        self._last_counts.clear()
         self._pending_ts.clear()
         # What this worker sent before may have been superseded by another worker meanwhile.
         self._last_sent.clear()
@@ -191,43 +201,62 @@ class ScorerCore:
             if state is None:
                 state = self.states[unit_id] = UnitState()
             _load_fact(state, kind, ident, value)
-        # Re-score everything once: what was published before a crash may be behind.
-        self.dirty = set(self.unit_partition)
+        # Running counts from the facts; _last_counts is empty, so everything is re-scored
+        # once: what was published before a crash may be behind.
+        for unit_id, p in self.unit_partition.items():
+            t = self.watermark.get(p)
+            if t is not None:
+                self.running[unit_id] = UnitCounts(self.states.setdefault(unit_id, UnitState()), t)
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))
 
     # --- output -----------------------------------------------------------------------------
 
     def flush(self) -> list[dict[str, Any]]:
-        """Score units whose result may have changed; return messages whose content changed.
+        """Score units whose counts changed; return messages whose content changed.
 
         Called every coalescing interval, so a unit gets at most one update per window per
         interval however many events arrived.
         """
         out: list[dict[str, Any]] = []
         tz = self.model.timezone
+        touched, self._touched = self._touched, {}
+        windows_of: dict[int, tuple[Window, ...]] = {}  # per partition: its live windows
         for unit_id, p in self.unit_partition.items():
             t = self.watermark.get(p)
             unit = self.catalog.by_id.get(unit_id)
             if t is None or unit is None:
                 continue
-            for kind in LIVE_WINDOWS:
-                window = window_of(kind, t, tz)
-                k = (unit_id, kind)
-                if (unit_id not in self.dirty and self._last_window.get(k) == window.name
-                        and t < self._next_change.get(k, 0)):
-                    continue
-                score = score_state(self.model, unit, self.states.get(unit_id), window, t)
-                self._next_change[k] = score.next_change_us
-                self._last_window[k] = window.name
+            windows = windows_of.get(p)
+            if windows is None:
+                windows = windows_of[p] = tuple(window_of(kind, t, tz) for kind in LIVE_WINDOWS)
+            state = self.states.get(unit_id)
+            if state is None:
+                state = self.states[unit_id] = UnitState()
+            running = self.running.get(unit_id)
+            if running is None or running.state is not state:
+                running = self.running[unit_id] = UnitCounts(state, t)
+            else:
+                running.update(t, touched.get(unit_id, ()))
+            running.keep_windows([w.name for w in windows])
+            for window in windows:
+                counts = running.counts(window)
+                k = (unit_id, window.name)
+                seen = (counts.items, counts.values)
+                if self._last_counts.get(k) == seen:
+                    continue  # same counts, same score: nothing new to say
+                self._last_counts[k] = seen
+                score = score_state(self.model, unit, state, window, t, counts)
                 fingerprint = (window.name, score.rated.total, tuple(sorted(score.counts.items())))
-                sent_key = (unit_id, window.name)
-                previous = self._last_sent.get(sent_key)
+                previous = self._last_sent.get(k)
                 if previous == fingerprint or (previous is None and score.rated.total is None):
                     continue
-                self._last_sent[sent_key] = fingerprint
+                self._last_sent[k] = fingerprint
                 msg = score.to_dict()
                 del msg["rank"], msg["peer_count"]
-                losses = sorted(score.rated.lost.items(), key=lambda kv: (-kv[1], kv[0]))
+                # largest loss first, ties by indicator id (two stable sorts: no negated Fractions)
+                losses = sorted((kv for kv in score.rated.lost.items() if kv[1].numerator > 0),
+                                key=lambda kv: kv[0])
+                losses.sort(key=lambda kv: kv[1], reverse=True)
                 msg.update({
                     "window": window.name,
                     "as_of": format_ts(t, tz),
@@ -235,11 +264,10 @@ class ScorerCore:
                     "input": {"topic": self.topic, "partition": p, "offset": self.offset.get(p)},
                     "top_losses": [
                         {"indicator": i, "points_lost": round(float(v), 4)}
-                        for i, v in losses[:3] if v > 0
+                        for i, v in losses[:3]
                     ],
                     "arrived_ms": self._pending_ts.get(unit_id),
                 })
                 out.append(msg)
-        self.dirty.clear()
         self._pending_ts.clear()
         return out

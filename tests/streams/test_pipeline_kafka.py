@@ -93,13 +93,18 @@ def test_live_scores_equal_offline_and_bad_input_goes_to_dlq(example_settings, t
         orjson.dumps({"event_id": "from-the-future", "type": "dossier.digitized",
                       "unit_id": "so-01", "occurred_at": future, "dossier_id": "so-01-d1"}),
     ]
-    run(produce_lines(s.kafka_bootstrap, s.events_topic, lines + extra))
-    run(produce_ticks(s.kafka_bootstrap, s.events_topic, s.partitions, as_of, "final"))
     truths = [truth(SHARED / "events.jsonl", as_of, w) for w in ("month", "year")]
     assert any(u["total"] is not None for u in truths[1]["units"])
-
+    # Two halves, the second after the first is scored: ranks then move between flushes
+    # however fast the worker is, so rank-changes must appear.
+    half = len(lines) // 2
+    run(produce_lines(s.kafka_bootstrap, s.events_topic, lines[:half]))
     worker = Worker(s, tmp_path / "worker.log").start()
     try:
+        wait_until(lambda: [] if run(read_all(s.kafka_bootstrap, s.scores_topic, 500))
+                   else ["no scores yet"], 60, "first scores", worker.log_tail)
+        run(produce_lines(s.kafka_bootstrap, s.events_topic, lines[half:] + extra))
+        run(produce_ticks(s.kafka_bootstrap, s.events_topic, s.partitions, as_of, "final"))
         wait_until(check_equal(s, truths), 90, "live != offline", worker.log_tail)
     finally:
         worker.stop()
