@@ -41,6 +41,9 @@ class Settings:
     scores_topic: str = "unit-scores"
     rank_changes_topic: str = "rank-changes"
     band_changes_topic: str = "band-changes"
+    at_risk_topic: str = "at-risk"
+    at_risk_horizon_seconds: float = 3 * 86400.0  # open dossiers falling due within this
+    at_risk_interval_seconds: float = 10.0  # how often a worker re-assesses (0: never)
     partitions: int = 4
     replication_factor: int = 1
     catalog_path: str = ""  # empty: the built-in HCMC catalog

@@ -233,6 +233,7 @@ def create_app(
     scores = app.topic(settings.scores_topic, **raw)
     rank_changes = app.topic(settings.rank_changes_topic, **raw)
     band_changes = app.topic(settings.band_changes_topic, **raw)
+    at_risk = app.topic(settings.at_risk_topic, **raw)
 
     tables = {
         # recovery applies changelog records in batches of recovery_buffer_size (default 1,000)
@@ -336,6 +337,14 @@ def create_app(
             return
         for msg in scorer.flush():
             await _send(scored, msg["peer_group"], msg)
+
+    if settings.at_risk_interval_seconds > 0:
+        @app.timer(interval=settings.at_risk_interval_seconds)
+        async def _early_warnings() -> None:
+            if not ready["scorer"]:
+                return
+            for msg in scorer.at_risk(settings.at_risk_horizon_seconds):
+                await _send(at_risk, msg["unit_id"], msg)
 
     async def _rank(incoming: list[dict[str, Any]], first: int, last: int) -> None:
         if not ready["ranker"]:

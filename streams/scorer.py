@@ -107,6 +107,7 @@ class ScorerCore:
         self._touched: dict[str, set[RecordKey]] = {}  # unit -> records changed since flush
         self._last_counts: dict[tuple[str, str], tuple] = {}  # (unit, window) -> last scored
         self._last_sent: dict[tuple[str, str], tuple] = {}
+        self._last_risk: dict[tuple[str, str], tuple[bool, tuple[str, ...]]] = {}
         self._pending_ts: dict[str, int] = {}  # unit -> oldest unscored event arrival (ms)
 
     # --- input ------------------------------------------------------------------------------
@@ -183,6 +184,7 @@ class ScorerCore:
         self._pending_ts.clear()
         # What this worker sent before may have been superseded by another worker meanwhile.
         self._last_sent.clear()
+        self._last_risk.clear()
         for key, value in self.store.items("clock"):
             p = int(key)
             if p in partitions and value:
@@ -208,6 +210,41 @@ class ScorerCore:
             if t is not None:
                 self.running[unit_id] = UnitCounts(self.states.setdefault(unit_id, UnitState()), t)
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))
+
+    # --- early warning ----------------------------------------------------------------------
+
+    def at_risk(self, horizon_seconds: float) -> list[dict[str, Any]]:
+        """Early warnings (``alerts.at_risk``) for each unit's current month, when its status
+        or the dossiers behind it changed since the last call.
+
+        Assessed at the time of the unit's last flush (its running counts), so a warning and a
+        score never disagree about event time; a unit's first assessment is sent only if it is
+        at risk.
+        """
+        from alerts.at_risk import assess, open_dossiers, to_message
+
+        out: list[dict[str, Any]] = []
+        tz = self.model.timezone
+        for unit_id, running in self.running.items():
+            unit = self.catalog.by_id.get(unit_id)
+            if unit is None:
+                continue
+            t = running.t
+            window = window_of("month", t, tz)
+            counts = running.counts(window)
+            if counts.items == 0:
+                continue
+            result = assess(self.model, counts.values,
+                            open_dossiers(running.state, window, t), t, horizon_seconds)
+            key = (unit_id, window.name)
+            status = (result.at_risk, tuple(result.dossier_ids))
+            previous = self._last_risk.get(key)
+            if previous == status or (previous is None and not result.at_risk):
+                self._last_risk[key] = status
+                continue
+            self._last_risk[key] = status
+            out.append(to_message(result, unit_id, window.name, name=unit.name, tz=tz))
+        return out
 
     # --- output -----------------------------------------------------------------------------
 

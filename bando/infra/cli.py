@@ -35,7 +35,7 @@ def project_topics(settings: Settings) -> dict[str, dict[str, str]]:
     keep = {"retention.ms": "-1"}
     return {name: dict(keep) for name in (
         settings.events_topic, settings.dlq_topic, settings.scores_topic,
-        settings.rank_changes_topic, settings.band_changes_topic)}
+        settings.rank_changes_topic, settings.band_changes_topic, settings.at_risk_topic)}
 
 
 def ensure_project_topics(bootstrap: str, settings: Settings) -> list[str]:
