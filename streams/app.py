@@ -338,6 +338,13 @@ def create_app(
         for msg in scorer.flush():
             await _send(scored, msg["peer_group"], msg)
 
+    @app.timer(interval=5.0)
+    async def _observe() -> None:
+        """Lag and state size for /metrics (bounded labels: partitions and table names)."""
+        await metrics.update_consumer_lag(app.consumer)
+        for name, table in {**tables, "ranked": ranked}.items():
+            metrics.TABLE_ROWS.labels(table=name).set(len(table.data))
+
     if settings.at_risk_interval_seconds > 0:
         @app.timer(interval=settings.at_risk_interval_seconds)
         async def _early_warnings() -> None:
@@ -367,6 +374,8 @@ def create_app(
             await _send(rank_changes, msg["peer_group"], msg)
         for msg in out.band_changes:
             await _send(band_changes, msg["unit_id"], msg)
+            metrics.BAND_CHANGES.labels(direction=msg["direction"],
+                                        window_kind=metrics.window_kind(msg["window"])).inc()
 
     async def _rank_records(tp: TP, records: list[Any]) -> None:
         consumer = app.consumer

@@ -81,8 +81,20 @@ def example_settings(live_settings, tmp_path):  # type: ignore[no-untyped-def]
     return s
 
 
+def worker_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def test_live_scores_equal_offline_and_bad_input_goes_to_dlq(example_settings, tmp_path):
-    s = example_settings
+    from bando.infra.ports import free_port
+
+    s = example_settings.with_(metrics_port=free_port())
     lines = example_lines()
     as_of = final_time(lines)
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
@@ -106,8 +118,19 @@ def test_live_scores_equal_offline_and_bad_input_goes_to_dlq(example_settings, t
         run(produce_lines(s.kafka_bootstrap, s.events_topic, lines[half:] + extra))
         run(produce_ticks(s.kafka_bootstrap, s.events_topic, s.partitions, as_of, "final"))
         wait_until(check_equal(s, truths), 90, "live != offline", worker.log_tail)
+        time.sleep(6)  # one round of the 5 s lag / table-size timer
+        m = worker_metrics(s.metrics_port)
     finally:
         worker.stop()
+
+    # /metrics of the worker parses and shows what it did
+    assert m[("bando_events_rejected_total", (("error", "invalid_json"),))] == 2
+    assert m[("bando_events_consumed_total", (("type", "dossier.received"),))] > 0
+    assert m[("bando_scores_published_total", ())] > 0
+    assert m[("bando_table_rows", (("table", "facts"),))] > 0
+    lags = {k: v for k, v in m.items() if k[0] == "bando_consumer_lag"
+            and ("topic", s.events_topic) in k[1]}
+    assert len(lags) == s.partitions and set(lags.values()) == {0.0}
 
     dlq = run(read_all(s.kafka_bootstrap, s.dlq_topic))
     expected = Counter(r["error"] for r in truths[0]["rejected"])
