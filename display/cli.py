@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import sys
 
 from bando.metrics import start_metrics_server
 from bando.settings import Settings
 from display import store
+from display.commitments import ENV_PATH, WallCommitments
 from display.gateway import GatewayConfig, serve
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-screens", type=int, default=5000, help="push streams one process accepts"
     )
+    parser.add_argument(
+        "--commitments",
+        metavar="FILE",
+        help=f"commitments JSON shown on the rows of their units (default: {ENV_PATH}); "
+        "re-read on SIGHUP",
+    )
 
 
 def config_from(args: argparse.Namespace, settings: Settings | None = None) -> GatewayConfig:
@@ -41,18 +50,24 @@ def config_from(args: argparse.Namespace, settings: Settings | None = None) -> G
         port=s.display_port if args.port is None else args.port,
         ping_seconds=args.ping_seconds,
         max_screens=args.max_screens,
+        commitments_path=getattr(args, "commitments", None) or os.environ.get(ENV_PATH, ""),
+        model=s.model,
+        catalog_path=s.catalog_path,
     )
 
 
-async def _main(config: GatewayConfig) -> None:
+async def _main(config: GatewayConfig, commitments: WallCommitments | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if commitments is not None:
+        loop.add_signal_handler(signal.SIGHUP, commitments.reload_logged)
+        log.info("%d commitments from %s (SIGHUP re-reads it)", len(commitments), commitments.path)
     log.info(
         "display gateway reading %s (prefix %s)", store.redact(config.redis_url), config.prefix
     )
-    await serve(config, stop)
+    await serve(config, stop, commitments)
 
 
 def _metrics(args: argparse.Namespace, settings: Settings) -> None:
@@ -62,6 +77,19 @@ def _metrics(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from leaders.commitments import CommitmentError
+    from scoring.exceptions import ScoringError
+
+    config = config_from(args)
+    commitments = None
+    if config.commitments_path:
+        try:  # a broken file stops the start, with a message (a reload keeps the old one)
+            commitments = WallCommitments.load(
+                config.commitments_path, config.model, config.catalog_path
+            )
+        except (CommitmentError, ScoringError) as exc:
+            print(f"bando display: {exc}", file=sys.stderr)
+            return 2
     _metrics(args, Settings.from_env())
-    asyncio.run(_main(config_from(args)))
+    asyncio.run(_main(config, commitments))
     return 0

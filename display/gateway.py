@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from display import store
+from display.commitments import WallCommitments
 from display.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ CSP = (
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
 CONFIG_KEY: web.AppKey[GatewayConfig] = web.AppKey("config")
 FILES_KEY: web.AppKey[dict[str, Path]] = web.AppKey("static_files")
+COMMITMENTS_KEY: web.AppKey[WallCommitments | None] = web.AppKey("commitments")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class GatewayConfig:
     ping_seconds: float = 15.0  # keeps proxies open and lets screens notice a dead gateway
     max_screens: int = 5000
     max_buffer: int = 2000
+    commitments_path: str = ""  # leaders.commitments file: shown on the rows of their units
+    model: str = "vn766@1"  # checks the commitments' indicators (and gives the time zone)
+    catalog_path: str = ""  # checks the commitments' units (empty: the built-in catalog)
 
 
 def _static_files() -> dict[str, Path]:
@@ -117,6 +122,8 @@ async def board_json(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
         snap = await store.read_snapshot(hub.redis, hub.keys)
+        if hub.decorator is not None:
+            await hub.decorator.snapshot(hub.redis, hub.keys, snap)
     except (RedisError, OSError) as exc:
         raise web.HTTPServiceUnavailable(text=f"Redis unavailable: {type(exc).__name__}") from exc
     return web.Response(body=orjson.dumps(snap), content_type="application/json")
@@ -135,7 +142,14 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-def build_app(config: GatewayConfig, redis: Redis | None = None) -> web.Application:
+def build_app(
+    config: GatewayConfig, redis: Redis | None = None, commitments: WallCommitments | None = None
+) -> web.Application:
+    """The gateway; ``commitments`` (else ``config.commitments_path``, if set) go on rows."""
+    if commitments is None and config.commitments_path:
+        commitments = WallCommitments.load(
+            config.commitments_path, config.model, config.catalog_path
+        )
     app = web.Application()
     app[CONFIG_KEY] = config
     client = redis or store.connect(config.redis_url, config.redis_password)
@@ -146,6 +160,10 @@ def build_app(config: GatewayConfig, redis: Redis | None = None) -> web.Applicat
         ping_seconds=config.ping_seconds,
     )
     app[HUB_KEY] = hub
+    app[COMMITMENTS_KEY] = commitments
+    if commitments is not None:
+        hub.decorator = commitments
+        commitments.listeners.append(hub.resync)  # a reload reaches screens as a snapshot
     app[FILES_KEY] = _static_files()
     app.on_response_prepare.append(_security_headers)
 
@@ -164,9 +182,11 @@ def build_app(config: GatewayConfig, redis: Redis | None = None) -> web.Applicat
     return app
 
 
-async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
+async def serve(
+    config: GatewayConfig, stop: asyncio.Event, commitments: WallCommitments | None = None
+) -> None:
     """Run the gateway until ``stop`` is set."""
-    app = build_app(config)
+    app = build_app(config, commitments=commitments)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -37,6 +38,14 @@ def frame(event: str, data: bytes) -> bytes:
 
 # a named event, not an SSE comment: the page's watchdog must see it to know the link is alive
 PING = b"event: ping\ndata: {}\n\n"
+
+
+class RowDecorator(Protocol):
+    """Adds to rows before they go out (the gateway's commitments): it may read Redis."""
+
+    async def snapshot(self, redis: Redis, keys: store.Keys, snap: dict[str, Any]) -> None: ...
+
+    async def change(self, redis: Redis, keys: store.Keys, data: bytes) -> bytes: ...
 
 
 class Screen:
@@ -90,6 +99,7 @@ class Hub:
         self._subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.decorator: RowDecorator | None = None
 
     async def start(self) -> None:
         self._tasks = [
@@ -148,6 +158,10 @@ class Hub:
                 self._waiting.append(s)
         self._want_snapshot.set()
 
+    def resync(self) -> None:
+        """Send every screen a fresh snapshot (e.g. after the commitments were reloaded)."""
+        self._resync_all()
+
     def _set_redis(self, ok: bool) -> None:
         if ok != self.redis_ok:
             self.redis_ok = ok
@@ -177,7 +191,11 @@ class Hub:
                         self._resync_all()
                         delay = 0.2
                     elif msg["type"] == "message":
-                        self._on_change(msg["data"])
+                        data = msg["data"]
+                        if self.decorator is not None:
+                            # awaited in line: changes keep their order
+                            data = await self.decorator.change(self.redis, self.keys, data)
+                        self._on_change(data)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -211,6 +229,8 @@ class Hub:
             batch, self._waiting = self._waiting, []
             try:
                 snap = await store.read_snapshot(self.redis, self.keys)
+                if self.decorator is not None:
+                    await self.decorator.snapshot(self.redis, self.keys, snap)
             except (RedisError, OSError) as exc:
                 log.debug("snapshot read failed: %r", exc)
                 self._waiting = batch + self._waiting

@@ -37,6 +37,31 @@ const TEXT = {
     page: (i, n) => `Trang ${i}/${n}`,
     up: (n) => `lên ${n} hạng`,
     down: (n) => `xuống ${n} hạng`,
+    commitment: "Cam kết",
+    commitStatus: { open: "Đang thực hiện", met: "Đã đạt", kept: "Đã hoàn thành", missed: "Không đạt" },
+    target: "mục tiêu",
+    deadline: "hạn",
+    indicators: {
+      announced_on_time: "TTHC được công bố đúng hạn",
+      publicized_on_time: "TTHC được công khai đúng hạn",
+      content_complete: "Nội dung công khai đầy đủ",
+      dossier_synced: "Hồ sơ đồng bộ lên Cổng DVC quốc gia",
+      on_time: "Hồ sơ giải quyết đúng hạn",
+      online_submission: "Hồ sơ nộp trực tuyến",
+      online_uptake: "TTHC trực tuyến có hồ sơ trực tuyến",
+      full_online: "Hồ sơ trực tuyến toàn trình",
+      paid_online: "Thanh toán phí trực tuyến",
+      online_payment_procedures: "TTHC có thanh toán trực tuyến",
+      e_result: "Kết quả giải quyết điện tử",
+      digitized: "Hồ sơ được số hóa",
+      data_reused: "Tái sử dụng dữ liệu số hóa",
+      pds_linked: "Sử dụng kho dữ liệu cá nhân",
+      population_db: "Khai thác CSDL quốc gia về dân cư",
+      petitions_on_time: "Phản ánh, kiến nghị xử lý đúng hạn",
+      petition_satisfaction: "Hài lòng về xử lý phản ánh, kiến nghị",
+      dossier_satisfaction: "Hài lòng về giải quyết hồ sơ",
+      total: "Tổng điểm",
+    },
   },
   en: {
     title: "Service to citizens and businesses index · Ho Chi Minh City",
@@ -75,6 +100,31 @@ const TEXT = {
     page: (i, n) => `Page ${i}/${n}`,
     up: (n) => `up ${n}`,
     down: (n) => `down ${n}`,
+    commitment: "Commitment",
+    commitStatus: { open: "In progress", met: "Met", kept: "Kept", missed: "Missed" },
+    target: "target",
+    deadline: "by",
+    indicators: {
+      announced_on_time: "Procedures announced on time",
+      publicized_on_time: "Procedures publicized on time",
+      content_complete: "Published content complete",
+      dossier_synced: "Dossiers synced to the national portal",
+      on_time: "Dossiers processed on time",
+      online_submission: "Dossiers submitted online",
+      online_uptake: "Online procedures with online dossiers",
+      full_online: "Full-online submissions",
+      paid_online: "Fees paid online",
+      online_payment_procedures: "Procedures with online payment",
+      e_result: "Electronic results issued",
+      digitized: "Dossiers digitized",
+      data_reused: "Digitized data re-used",
+      pds_linked: "Personal data store used",
+      population_db: "Population database used",
+      petitions_on_time: "Petitions resolved on time",
+      petition_satisfaction: "Petition satisfaction",
+      dossier_satisfaction: "Dossier satisfaction",
+      total: "Total score",
+    },
   },
 };
 
@@ -115,6 +165,29 @@ export function bandLabel(band, lang) {
   const t = texts(lang);
   if (!band) return t.noScore;
   return t.bands[band] || band;
+}
+
+// An indicator id from data: a known one gets its label, anything else is shown as it is (text).
+export function indicatorLabel(indicator, lang) {
+  const t = texts(lang);
+  return Object.hasOwn(t.indicators, indicator) ? t.indicators[indicator] : String(indicator);
+}
+
+// A commitment's value or target: a ratio as a percentage, the total as a score.
+export function formatTarget(value, indicator, lang) {
+  if (typeof value !== "number") return "—";
+  if (indicator === "total") return formatScore(value, lang);
+  return new Intl.NumberFormat(lang === "en" ? "en-US" : "vi-VN", {
+    style: "percent",
+    maximumFractionDigits: 1,
+  }).format(value);
+}
+
+// "2024-06-30" -> "30/06/2024"; an RFC 3339 deadline in the city's zone.
+export function formatDeadline(text, lang) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(text || ""));
+  if (m) return `${m[3]}/${m[2]}/${m[1]}`;
+  return formatTime(text, lang, true);
 }
 
 export function formatScore(total, lang) {

@@ -3,7 +3,8 @@
 // is shown as those characters, never parsed as markup.
 import { DISTRICT_TILES, GRID, MAP_GROUP } from "./districts.js";
 import {
-  BAND_ORDER, bandLabel, formatScore, formatTime, groupLabel, texts, windowLabel,
+  BAND_ORDER, bandLabel, formatDeadline, formatScore, formatTarget, formatTime, groupLabel,
+  indicatorLabel, texts, windowLabel,
 } from "./i18n.js";
 
 const FLASH_MS = 2500;
@@ -90,12 +91,60 @@ function moveCell(row, lang) {
   return cell;
 }
 
+// Commitment statuses (leaders/commitments.py), the one a badge shows first first.
+const COMMIT_STATES = ["missed", "open", "met", "kept"];
+
+function commitStatus(c) {
+  return COMMIT_STATES.includes(c.status) ? c.status : "open";
+}
+
+// How far an open commitment is towards its target, in whole percent (null: no value yet).
+function commitPercent(c) {
+  if (typeof c.value !== "number" || typeof c.target !== "number" || c.target <= 0) return null;
+  return Math.max(0, Math.min(100, Math.floor((100 * c.value) / c.target)));
+}
+
+function commitLine(c, lang) {
+  const t = texts(lang);
+  return `${indicatorLabel(c.indicator, lang)}: ${formatTarget(c.value, c.indicator, lang)}`
+    + ` / ${t.target} ${formatTarget(c.target, c.indicator, lang)}`
+    + ` · ${t.deadline} ${formatDeadline(c.deadline, lang)} · ${t.commitStatus[commitStatus(c)]}`;
+}
+
+// One badge per row: the worst status of the unit's commitments (✗ missed, ◔ open with the
+// least progress, ✓ met or kept); every commitment in the tooltip. Null: no commitment.
+function commitBadge(row, lang) {
+  const list = Array.isArray(row.commitments)
+    ? row.commitments.filter((c) => c && typeof c === "object") : [];
+  if (!list.length) return null;
+  const t = texts(lang);
+  const worst = COMMIT_STATES.find((s) => list.some((c) => commitStatus(c) === s));
+  const these = list.filter((c) => commitStatus(c) === worst);
+  let text = "✓";
+  if (worst === "missed") {
+    text = these.length > 1 ? `✗ ${these.length}` : "✗";
+  } else if (worst === "open") {
+    const pcts = these.map(commitPercent).filter((p) => p !== null);
+    text = pcts.length ? `◔ ${Math.min(...pcts)}%` : "◔";
+  }
+  const node = el("div", `commit commit-${worst}`, text);
+  node.dataset.status = worst;
+  node.title = `${t.commitment}\n${list.map((c) => commitLine(c, lang)).join("\n")}`;
+  node.setAttribute("aria-label", node.title);
+  return node;
+}
+
 function boardRow(state, row, window, lang) {
   const node = el("div", `row ${bandClass(row.band)}`);
   node.dataset.unit = row.unit_id;
   node.appendChild(el("div", "rank", Number.isInteger(row.rank) ? row.rank : "–"));
   node.appendChild(moveCell(row, lang));
   node.appendChild(el("div", "name", row.name || row.unit_id));
+  const commit = commitBadge(row, lang);
+  if (commit) {
+    node.classList.add("has-commit");
+    node.appendChild(commit);
+  }
   node.appendChild(el("div", "score", formatScore(row.total, lang)));
   const band = el("div", "band");
   band.appendChild(el("span", `chip ${bandClass(row.band)}`, bandLabel(row.band, lang)));
