@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bando.settings import Settings
 
 log = logging.getLogger(__name__)
+COMMITMENTS = Path(__file__).resolve().parents[1] / "examples" / "commitments.json"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="events per wall second")
     parser.add_argument("--speed", type=float, default=300.0,
                         help="simulated seconds per wall second")
-    parser.add_argument("--days-back", type=float, default=14.0,
-                        help="the simulation starts this many days ago")
     parser.add_argument("--display-port", type=int, default=8080)
     parser.add_argument("--metrics-port", type=int, default=9464,
                         help="the worker's /metrics on 127.0.0.1 (0: off)")
@@ -76,16 +74,20 @@ def run(args: argparse.Namespace) -> int:
         )
         ensure_project_topics(settings.kafka_bootstrap, settings)
         env = _env(settings)
-        start = (datetime.now(UTC) - timedelta(days=args.days_back)).strftime("%Y-%m-%dT%H:%M:%SZ")
         commands = [
             ("worker", ["worker", "--log-level", "warning"]),
             ("notify", ["notify"]),
+            ("signals", ["signals"]),
+            # the simulator starts a working morning a week ago, fast-forwards at --speed,
+            # then follows wall time (it never sends an event from the future)
             ("simulate", ["simulate", "live", "--rate", str(args.rate), "--speed",
-                          str(args.speed), "--start", start]),
+                          str(args.speed)]),
         ]
         if not args.no_display:
-            commands[1:1] = [("board", ["board"]),
-                             ("display", ["display", "--port", str(args.display_port)])]
+            display = ["display", "--port", str(args.display_port)]
+            if COMMITMENTS.is_file():
+                display += ["--commitments", str(COMMITMENTS)]
+            commands[1:1] = [("board", ["board"]), ("display", display)]
         for i, (name, argv) in enumerate(commands):
             child_env = dict(env)
             # each long-running service gets its own /metrics port (worker first)
