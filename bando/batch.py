@@ -6,14 +6,21 @@ validation and de-duplication as the live worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import gc
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
 
 from bando.settings import Settings
 from schemas import EventRejected, Validator
 from scoring.catalog import Catalog
-from scoring.dedup import CONFLICT, NEW, Deduper
+from scoring.dedup import CONFLICT, NEW, Deduper, FirstSeen
 from scoring.engine import Engine
 from scoring.events import Event
 from scoring.model import Model
@@ -60,34 +67,91 @@ def accept(
         if status == NEW:
             yield number, event
         elif status == CONFLICT:
-            yield number, Rejection(
-                number,
-                "conflicting_duplicate",
-                f"event_id {event.event_id[:128]!r} was seen before with another body",
-            )
+            yield number, Rejection(number, "conflicting_duplicate", _conflict(event))
 
 
 def load(
     path: str | Path, catalog: Catalog, model: Model, max_bytes: int | None = None
 ) -> Loaded:
-    """Fold a whole file into an engine (order-independent by construction of the facts)."""
+    """Fold a whole file into an engine (order-independent by construction of the facts).
+
+    The same steps as ``accept`` (validate, de-duplicate, fold), in one tight loop. On a
+    seekable file the de-duplication table keeps the byte offset of each event id's first line
+    rather than a digest of every body; an id that repeats re-reads that line to compare the
+    canonical digests (``scoring.dedup.FirstSeen``), so the verdicts are ``Deduper``'s.
+    """
     engine = Engine(catalog, model)
     loaded = Loaded(engine)
     # the live worker's limit, so a replay and the live map agree on what is too large
     limit = Settings.from_env().max_message_bytes if max_bytes is None else max_bytes
-    validator = Validator(catalog, max_bytes=limit)
-    deduper = Deduper()
-    seen_before = 0
-    for _, item in accept(iter_lines(path), validator, deduper):
-        if isinstance(item, Rejection):
-            loaded.rejected.append(item)
-            continue
-        loaded.accepted += 1
-        if loaded.max_ts is None or item.ts > loaded.max_ts:
-            loaded.max_ts = item.ts
-        engine.apply(item)
-    loaded.duplicates = seen_before
+    validate = Validator(catalog, max_bytes=limit).validate
+    apply, rejected = engine.apply, loaded.rejected
+    accepted = duplicates = 0
+    max_ts: int | None = None
+    with open(path, "rb") as fh, ExitStack() as stack:
+        stack.enter_context(_cyclic_gc_paused())
+        check: Callable[[Event, int], str]
+        if fh.seekable():
+            again = stack.enter_context(open(path, "rb"))
+            expected = os.fstat(fh.fileno()).st_size // _TYPICAL_LINE
+            check = FirstSeen(partial(_body_at, again), expected).check
+        else:  # a pipe: keep digests, as the live worker does
+            check = _by_digest(Deduper())
+        offset = 0
+        for number, line in enumerate(fh, 1):
+            start = offset
+            offset += len(line)
+            raw = line.strip()
+            if not raw:
+                continue
+            try:
+                event = validate(raw)
+            except EventRejected as exc:
+                rejected.append(Rejection(number, exc.code, exc.detail))
+                continue
+            status = check(event, start)
+            if status == NEW:
+                accepted += 1
+                if max_ts is None or event.ts > max_ts:
+                    max_ts = event.ts
+                apply(event)
+            elif status == CONFLICT:
+                rejected.append(Rejection(number, "conflicting_duplicate", _conflict(event)))
+            else:
+                duplicates += 1
+    loaded.accepted, loaded.duplicates, loaded.max_ts = accepted, duplicates, max_ts
     return loaded
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """A load creates millions of long-lived objects and no reference cycles, so the cyclic
+    collector would only re-scan them again and again (about a sixth of the load time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+_TYPICAL_LINE = 250  # bytes per event line, to size the de-duplication table
+
+
+def _body_at(fh: BinaryIO, offset: int) -> dict[str, Any]:
+    """The event on the line that starts at ``offset`` (an accepted one)."""
+    fh.seek(offset)
+    body: dict[str, Any] = orjson.loads(fh.readline())
+    return body
+
+
+def _by_digest(deduper: Deduper) -> Callable[[Event, int], str]:
+    return lambda event, _: deduper.check(event.event_id, event.digest)
+
+
+def _conflict(event: Event) -> str:
+    return f"event_id {event.event_id[:128]!r} was seen before with another body"
 
 
 def score_report(loaded: Loaded, window: Window, as_of: int, as_of_text: str) -> dict:

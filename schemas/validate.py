@@ -4,11 +4,17 @@ The rules are compiled from ``procedure-event.schema.json`` into plain per-field
 general JSON Schema engine is an order of magnitude slower and gives vaguer errors); the few
 rules JSON Schema cannot express (SPEC section 1) are checked here by hand. Check order decides
 the code when several apply: size, JSON, shape, type, fields, unit, clock skew.
+
+Two paths, one set of rules. ``Validator.check`` is the reference: it walks the compiled checks
+and names the first problem. ``validate`` first tries a *fast check* generated per event type
+from the same compiled schema (straight-line code, no per-field calls); it accepts only what
+the reference accepts, returning the same ``Event``, and answers "not sure" for anything else
+(a problem, an unusual extra field, a new timestamp shape), which then goes to the reference
+for its verdict and its error. ``tests/scoring/test_perf_equivalence.py`` checks the two agree.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Container
 from pathlib import Path
@@ -17,33 +23,51 @@ from typing import Any
 import orjson
 
 from schemas.exceptions import EventRejected
-from scoring.events import EVENT_TYPES, Event
+from scoring.catalog import Catalog
+from scoring.events import EVENT_TYPES, NO_TIMES, Event, body_digest
 from scoring.timeutil import parse_ts
 
 SCHEMA_PATH = Path(__file__).parent / "procedure-event.schema.json"
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
+# What a field must be, read from its schema: ("str", min, max) | ("bool",) | ("int", minimum)
+# | ("enum", values) | ("const", value) | ("timestamp",)
+Kind = tuple[Any, ...]
 
 
-def _compile_field(spec: dict[str, Any], defs: dict[str, Any]) -> tuple[Check, bool]:
-    """-> (check, is_timestamp)."""
+def _kind(spec: dict[str, Any], defs: dict[str, Any]) -> Kind:
     if "$ref" in spec:
-        return _compile_field(defs[spec["$ref"].rsplit("/", 1)[1]], defs)
+        return _kind(defs[spec["$ref"].rsplit("/", 1)[1]], defs)
     if spec.get("format") == "date-time":
-        return (lambda v: None if parse_ts(v) is not None else "is not an RFC 3339 timestamp "
-                "with an offset"), True
+        return ("timestamp",)
     if "enum" in spec:
-        allowed = tuple(spec["enum"])
-        return (lambda v: None if isinstance(v, str) and v in allowed
-                else f"must be one of {', '.join(allowed)}"), False
+        return ("enum", tuple(spec["enum"]))
     if "const" in spec:
-        const = spec["const"]
-        return (lambda v: None if v == const and type(v) is type(const)
-                else f"must be {const!r}"), False
+        return ("const", spec["const"])
     kind = spec.get("type")
     if kind == "boolean":
-        return (lambda v: None if v is True or v is False else "must be true or false"), False
+        return ("bool",)
     if kind == "integer":
-        lo = spec.get("minimum")
+        return ("int", spec.get("minimum"))
+    if kind == "string":
+        return ("str", spec.get("minLength", 0), spec.get("maxLength", 1 << 30))
+    raise ValueError(f"schema construct not supported by the compiler: {spec}")
+
+
+def _compile_field(kind: Kind) -> Check:
+    if kind[0] == "timestamp":
+        return (lambda v: None if parse_ts(v) is not None else "is not an RFC 3339 timestamp "
+                "with an offset")
+    if kind[0] == "enum":
+        allowed = kind[1]
+        return (lambda v: None if isinstance(v, str) and v in allowed
+                else f"must be one of {', '.join(allowed)}")
+    if kind[0] == "const":
+        const = kind[1]
+        return lambda v: None if v == const and type(v) is type(const) else f"must be {const!r}"
+    if kind[0] == "bool":
+        return lambda v: None if v is True or v is False else "must be true or false"
+    if kind[0] == "int":
+        lo = kind[1]
 
         def check_int(v: Any) -> str | None:
             if type(v) is not int:
@@ -52,55 +76,163 @@ def _compile_field(spec: dict[str, Any], defs: dict[str, Any]) -> tuple[Check, b
                 return f"must be >= {lo}"
             return None
 
-        return check_int, False
-    if kind == "string":
-        lo, hi = spec.get("minLength", 0), spec.get("maxLength", 1 << 30)
+        return check_int
+    lo, hi = kind[1], kind[2]
 
-        def check_str(v: Any) -> str | None:
-            if not isinstance(v, str):
-                return "must be a string"
-            if not lo <= len(v) <= hi:
-                return f"must have {lo} to {hi} characters"
-            return None
+    def check_str(v: Any) -> str | None:
+        if not isinstance(v, str):
+            return "must be a string"
+        if not lo <= len(v) <= hi:
+            return f"must have {lo} to {hi} characters"
+        return None
 
-        return check_str, False
-    raise ValueError(f"schema construct not supported by the compiler: {spec}")
+    return check_str
 
 
 class _TypeRules:
-    __slots__ = ("required", "checks", "timestamps")
+    __slots__ = ("required", "checks", "timestamps", "kinds")
 
-    def __init__(self, required: list[str], checks: dict[str, Check], timestamps: list[str]):
+    def __init__(self, required: list[str], kinds: dict[str, Kind]):
         self.required = required
-        self.checks = checks
-        self.timestamps = timestamps
+        self.kinds = kinds
+        self.checks = {name: _compile_field(kind) for name, kind in kinds.items()}
+        self.timestamps = [name for name, kind in kinds.items() if kind[0] == "timestamp"]
 
 
-def _compile(schema: dict[str, Any]) -> tuple[dict[str, Check], dict[str, _TypeRules]]:
+def _compile(schema: dict[str, Any]) -> tuple[dict[str, Kind], dict[str, _TypeRules]]:
     defs = schema["$defs"]
-    common = {k: _compile_field(v, defs)[0] for k, v in schema["properties"].items() if k != "type"}
+    common = {k: _kind(v, defs) for k, v in schema["properties"].items() if k != "type"}
     rules: dict[str, _TypeRules] = {}
     for clause in schema["allOf"]:
         type_name = clause["if"]["properties"]["type"]["const"]
         spec = defs[clause["then"]["$ref"].rsplit("/", 1)[1]]
-        checks, stamps = {}, []
-        for name, field_spec in spec["properties"].items():
-            checks[name], is_ts = _compile_field(field_spec, defs)
-            if is_ts:
-                stamps.append(name)
-        rules[type_name] = _TypeRules(list(spec["required"]), checks, stamps)
+        kinds = {name: _kind(field_spec, defs) for name, field_spec in spec["properties"].items()}
+        rules[type_name] = _TypeRules(list(spec["required"]), kinds)
     if set(rules) != set(EVENT_TYPES):
         raise ValueError("schema and scoring.events disagree on the event types")
     return common, rules
 
 
+# --- fast checks ------------------------------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _value_test(kind: Kind, var: str) -> str:
+    """Python source that is true when ``var`` is a fine value of ``kind`` (timestamps are
+    parsed separately)."""
+    if kind[0] == "str":
+        return f"type({var}) is str and {kind[1]} <= len({var}) <= {kind[2]}"
+    if kind[0] == "bool":
+        return f"({var} is True or {var} is False)"
+    if kind[0] == "int":
+        low = "" if kind[1] is None else f" and {var} >= {kind[1]!r}"
+        return f"type({var}) is int{low}"
+    if kind[0] == "enum":
+        allowed = ", ".join(repr(v) for v in sorted(kind[1]))
+        return f"type({var}) is str and {var} in {{{allowed}}}"
+    if kind[0] == "const":
+        return f"type({var}) is {type(kind[1]).__name__} and {var} == {kind[1]!r}"
+    if kind[0] == "timestamp":
+        return f"type({var}) is str"
+    raise ValueError(kind)
+
+
+def _fast_source(event_type: str, rules: _TypeRules, common: dict[str, Kind]) -> str:
+    """Source of ``fast(body, units) -> Event | None``: the checks
+    of ``Validator.check`` for one event type, on a body that breaks none of them; None means
+    "ask the reference" (never "rejected")."""
+    tick = event_type == "clock.tick"
+    required = ["event_id", "occurred_at"] + [n for n in rules.required if n != "unit_id"]
+    if not tick:
+        required.insert(2, "unit_id")  # common field, required by every other type
+    optional = [n for n in rules.kinds if n not in required]
+    kinds = {**rules.kinds, **{n: common[n] for n in ("event_id", "occurred_at", "unit_id")}}
+    var = {name: f"v{i}" for i, name in enumerate(required + optional)}
+    out = ["def fast(body, units):", "    try:"]
+    out += [f"        {var[n]} = body[{n!r}]" for n in required]
+    out += ["    except KeyError:", "        return None"]
+    # required fields ("type" was read already to pick this function)
+    for n in required:
+        if n == "unit_id":
+            out.append(f"    if not ({_value_test(kinds[n], var[n])} and {var[n]} in units):")
+        else:
+            out.append(f"    if not ({_value_test(kinds[n], var[n])}):")
+        out.append("        return None")
+    out.append(f"    n = {len(required) + 1}")
+    # optional fields of the type: absent or null is fine
+    for n in optional:
+        out += [f"    {var[n]} = body.get({n!r})", f"    if {var[n]} is not None:",
+                "        n += 1", f"        if not ({_value_test(kinds[n], var[n])}):",
+                "            return None", f"    elif {n!r} in body:", "        n += 1"]
+    # optional common fields: checked when present, null included (ticks ignore unit_id)
+    out += ["    if 'schema_version' in body:", "        n += 1",
+            "        sv = body['schema_version']",
+            f"        if not ({_value_test(common['schema_version'], 'sv')}):",
+            "            return None"]
+    if tick:
+        out += ["    if 'unit_id' in body:", "        n += 1"]
+    out += ["    if n != len(body) and not extras_ok(body):", "        return None"]
+    out += ["    ts = parse_ts(v1)", "    if ts is None:", "        return None"]
+    out.append("    times = {}" if rules.timestamps else "    times = NO_TIMES")
+    for n in rules.timestamps:
+        t = f"t_{var[n]}"
+        if n in required:
+            out += [f"    {t} = parse_ts({var[n]})", f"    if {t} is None:", "        return None",
+                    f"    times[{n!r}] = {t}"]
+        else:
+            out += [f"    if {var[n]} is not None:", f"        {t} = parse_ts({var[n]})",
+                    f"        if {t} is None:", "            return None",
+                    f"        times[{n!r}] = {t}"]
+    # the rules JSON Schema cannot say (as in ``Validator.check``)
+    if "due_at" in rules.timestamps:
+        out += ["    if 'due_at' in times and times['due_at'] <= ts:", "        return None"]
+    if "full_online" in rules.kinds:
+        channel = var["channel"] if "channel" in required else "body.get('channel')"
+        out += [f"    if {var['full_online']} is True and {channel} != 'online':",
+                "        return None"]
+    unit = "None" if tick else var["unit_id"]
+    out.append(f"    return make(v0, {event_type!r}, ts, {unit}, body, None, times)")
+    return "\n".join(out) + "\n"
+
+
+FastCheck = Callable[..., Event | None]
+
+
+def _compile_fast(
+    common: dict[str, Kind], rules: dict[str, _TypeRules]
+) -> tuple[dict[str, FastCheck], dict[str, str]]:
+    # an extra field may not share a name with any field of the schema (the cross-field rules
+    # look at full_online and channel whatever the type) and must be a plain value (nested
+    # values go to the reference, which refuses what orjson cannot write back for the digest)
+    schema_names = {*common, "type", *(n for r in rules.values() for n in r.kinds)}
+
+    fast: dict[str, FastCheck] = {}
+    sources: dict[str, str] = {}
+    for event_type, type_rules in rules.items():
+        known = {*common, "type", *type_rules.kinds}
+
+        def extras_ok(body: dict[str, Any], known: set[str] = known) -> bool:
+            for name, value in body.items():
+                if name not in known and (name in schema_names or type(value) not in _SCALARS):
+                    return False
+            return True
+
+        source = _fast_source(event_type, type_rules, common)
+        namespace: dict[str, Any] = {"parse_ts": parse_ts, "make": Event, "extras_ok": extras_ok,
+                                     "NO_TIMES": NO_TIMES}
+        exec(compile(source, f"<fast check {event_type}>", "exec"), namespace)  # noqa: S102
+        fast[event_type] = namespace["fast"]
+        sources[event_type] = source
+    return fast, sources
+
+
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-_COMMON, _RULES = _compile(SCHEMA)
+_COMMON_KINDS, _RULES = _compile(SCHEMA)
+_COMMON = {name: _compile_field(kind) for name, kind in _COMMON_KINDS.items()}
+_FAST, FAST_SOURCES = _compile_fast(_COMMON_KINDS, _RULES)
 
-
-def event_digest(body: dict[str, Any]) -> bytes:
-    """Identity of a body for duplicate detection: key order and whitespace do not matter."""
-    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=12).digest()
+event_digest = body_digest  # identity of a body for duplicate detection (scoring.events)
 
 
 class Validator:
@@ -121,6 +253,8 @@ class Validator:
         self.max_bytes = max_bytes
         self.max_skew_us = max_skew_us
         self.now_us = now_us
+        # the same membership test as ``unit_id in units``, minus a Python-level __contains__
+        self._members: Container[str] = units.by_id if isinstance(units, Catalog) else units
 
     def decode(self, raw: bytes | str) -> dict[str, Any]:
         if len(raw) > self.max_bytes:
@@ -134,7 +268,35 @@ class Validator:
         return body
 
     def validate(self, raw: bytes | str) -> Event:
-        return self.check(self.decode(raw))
+        # decode + fast_check inlined: this runs once per message
+        if len(raw) <= self.max_bytes:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = None
+            if type(body) is dict:
+                event_type = body.get("type")
+                fast = _FAST.get(event_type) if type(event_type) is str else None
+                if fast is not None:
+                    event = fast(body, self._members)
+                    if event is not None and (
+                        self.now_us is None or event.ts <= self.now_us() + self.max_skew_us
+                    ):
+                        return event
+                return self.check(body)
+        return self.check(self.decode(raw))  # raises the rejection
+
+    def fast_check(self, body: dict[str, Any]) -> Event | None:
+        """The Event ``check`` would return, or None when unsure (``check`` then decides)."""
+        event_type = body.get("type")
+        fast = _FAST.get(event_type) if type(event_type) is str else None
+        if fast is None:
+            return None
+        event = fast(body, self._members)
+        if (event is not None and self.now_us is not None
+                and event.ts > self.now_us() + self.max_skew_us):
+            return None
+        return event
 
     def check(self, body: dict[str, Any]) -> Event:
         event_type = body.get("type")

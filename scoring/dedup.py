@@ -4,7 +4,11 @@ changelog-backed table and calls ``classify`` on it."""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from array import array
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from scoring.events import Event, body_digest
 
 NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
 
@@ -25,3 +29,70 @@ class Deduper:
         if status == NEW:
             self.seen[event_id] = digest
         return status
+
+
+_hash = hash  # module-level, so tests can force collisions
+
+
+class FirstSeen:
+    """De-duplication for input that can be read again (a file): per event id it keeps only a
+    64-bit hash tag and a ``token`` that finds its first accepted copy (e.g. the byte offset of
+    its line), 16 bytes in one flat array, instead of a dict entry, the id string and a digest
+    (~140 bytes). Made for loads of tens of millions of events.
+
+    ``body_at(token)`` returns the decoded body of the copy at ``token``. It is called only when
+    a tag matches, that is for a repeated id (or, about once in 10**19 pairs, two ids with the
+    same hash), to compare the ids exactly and then the digests: the verdicts are ``Deduper``'s,
+    and digests are computed for repeats only. Tokens must be in ``0 .. 2**63 - 1``.
+
+    Open addressing with linear probing; slot ``i`` is ``slots[2i]`` (tag, 0 = empty) and
+    ``slots[2i + 1]`` (token). ``expected``: how many ids to size the table for, 70% full (it
+    doubles past that, so a good guess saves re-inserting everything).
+    """
+
+    def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16):
+        self.body_at = body_at
+        self.count = 0
+        self._reset(max(16, expected * 10 // 7 + 1))
+
+    @property
+    def capacity(self) -> int:
+        """Slots in the table (16 bytes each)."""
+        return self._size
+
+    def _reset(self, size: int) -> None:
+        self._size = size
+        self._limit = size * 7 // 10
+        self._slots = array("q", bytes(16 * size))
+
+    def check(self, event: Event, token: int) -> str:
+        """Classify and remember a first sighting."""
+        event_id = event.event_id
+        tag = _hash(event_id) | 1
+        slots, size = self._slots, self._size
+        i = (tag >> 1) % size
+        while (other := slots[2 * i]) != 0:
+            if other == tag:
+                first = self.body_at(slots[2 * i + 1])
+                if first["event_id"] == event_id:
+                    return classify(body_digest(first), event.digest)
+            i = i + 1 if i + 1 < size else 0
+        slots[2 * i] = tag
+        slots[2 * i + 1] = token
+        self.count += 1
+        if self.count > self._limit:
+            self._grow()
+        return NEW
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._reset(2 * self._size)
+        slots, size = self._slots, self._size
+        for j in range(0, len(old), 2):
+            tag = old[j]
+            if tag:
+                i = (tag >> 1) % size
+                while slots[2 * i]:
+                    i = i + 1 if i + 1 < size else 0
+                slots[2 * i] = tag
+                slots[2 * i + 1] = old[j + 1]

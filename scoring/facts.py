@@ -11,6 +11,7 @@ Ties on the same instant are broken by event id, so "latest" and "earliest" stay
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from scoring.events import Event
@@ -19,64 +20,139 @@ from scoring.events import Event
 Stamp = tuple[int, str]
 
 
+# Dossier.flags: the booleans of the winning ``received`` and the ``e_result`` of the earliest
+# ``completed``, one bit each (0..255 are shared small ints in CPython: no per-dossier object).
+ONLINE = 1
+ONLINE_ELIGIBLE = 2
+FULL_ONLINE = 4
+FEE_REQUIRED = 8
+REUSED_DATA = 16
+PDS_LINKED = 32
+POPULATION_DB = 64
+E_RESULT = 128
+FLAG_NAMES = {
+    "online": ONLINE,
+    "online_eligible": ONLINE_ELIGIBLE,
+    "full_online": FULL_ONLINE,
+    "fee_required": FEE_REQUIRED,
+    "reused_data": REUSED_DATA,
+    "pds_linked": PDS_LINKED,
+    "population_db": POPULATION_DB,
+    "e_result": E_RESULT,
+}
+_RECEIVED_FLAGS = E_RESULT - 1
+
+
+def _flag(bit: int) -> property:
+    return property(lambda d: d.flags & bit != 0, doc=f"flag bit {bit} of ``flags``")
+
+
 class Dossier:
+    """The facts of one dossier, laid out for a small footprint (millions are held at once).
+
+    Stored: the winning ``received`` as ``received_ts`` + ``received_id`` (its event id breaks
+    ties on the same instant), its fields (``procedure_id`` interned, ``due``, booleans in
+    ``flags``), the earliest ``completed`` the same way, the earliest instants of the other
+    facts, and supplements/ratings (None until there is one). ``received``, ``completed`` and
+    the booleans (``online``, ``e_result``, ...) are read-only views with the old meaning.
+    """
+
     __slots__ = (
-        "received",
+        "received_ts",
+        "received_id",
         "procedure_id",
-        "online",
         "due",
-        "online_eligible",
-        "full_online",
-        "fee_required",
-        "reused_data",
-        "pds_linked",
-        "population_db",
+        "flags",
         "digitized",
         "synced",
         "paid_online",
-        "supplements",
-        "completed",
-        "e_result",
+        "completed_ts",
+        "completed_id",
         "withdrawn",
+        "supplements",
         "ratings",
     )
 
     def __init__(self) -> None:
-        self.received: Stamp | None = None
+        self.received_ts: int | None = None
+        self.received_id = ""
         self.procedure_id = ""
-        self.online = False
         self.due = 0
-        self.online_eligible = False
-        self.full_online = False
-        self.fee_required = False
-        self.reused_data = False
-        self.pds_linked = False
-        self.population_db = False
+        self.flags = 0
         self.digitized: int | None = None  # earliest digitized event
         self.synced: int | None = None
         self.paid_online: int | None = None
+        self.completed_ts: int | None = None
+        self.completed_id = ""
+        self.withdrawn: int | None = None
         # supplements: event_id -> (ts, new_due or None); dict keeps repeats idempotent
         self.supplements: dict[str, tuple[int, int | None]] | None = None
-        self.completed: Stamp | None = None
-        self.e_result = False
-        self.withdrawn: int | None = None
         self.ratings: dict[str, tuple[int, str]] | None = None  # event_id -> (ts, rating)
 
+    @property
+    def received(self) -> Stamp | None:
+        ts = self.received_ts
+        return None if ts is None else (ts, self.received_id)
+
+    @property
+    def completed(self) -> Stamp | None:
+        ts = self.completed_ts
+        return None if ts is None else (ts, self.completed_id)
+
+    online = _flag(ONLINE)
+    online_eligible = _flag(ONLINE_ELIGIBLE)
+    full_online = _flag(FULL_ONLINE)
+    fee_required = _flag(FEE_REQUIRED)
+    reused_data = _flag(REUSED_DATA)
+    pds_linked = _flag(PDS_LINKED)
+    population_db = _flag(POPULATION_DB)
+    e_result = _flag(E_RESULT)
+
     def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
+        """Changelog form: only the facts that are set, booleans as ``flags`` (FLAG_NAMES)."""
+        out: dict = {}
+        if self.received_ts is not None:
+            out["received"] = [self.received_ts, self.received_id]
+            out["procedure_id"] = self.procedure_id
+            out["due"] = self.due
+        if self.flags:
+            out["flags"] = self.flags
+        for name in ("digitized", "synced", "paid_online", "withdrawn"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.completed_ts is not None:
+            out["completed"] = [self.completed_ts, self.completed_id]
+        if self.supplements:
+            out["supplements"] = {k: list(v) for k, v in self.supplements.items()}
+        if self.ratings:
+            out["ratings"] = {k: list(v) for k, v in self.ratings.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Dossier:
+        """Reads ``to_dict`` output, and the older form (every slot, booleans by name)."""
         d = cls()
-        for name in cls.__slots__:
-            value = data.get(name)
-            if value is None:
-                continue
-            if name in ("received", "completed"):
-                value = (value[0], value[1])
-            elif name == "supplements" or name == "ratings":
-                value = {k: (v[0], v[1]) for k, v in value.items()}
-            setattr(d, name, value)
+        if data.get("received") is not None:
+            d.received_ts, d.received_id = data["received"][0], data["received"][1]
+        if data.get("completed") is not None:
+            d.completed_ts, d.completed_id = data["completed"][0], data["completed"][1]
+        if data.get("procedure_id"):
+            d.procedure_id = sys.intern(data["procedure_id"])
+        d.due = data.get("due") or 0
+        flags = data.get("flags") or 0
+        for name, bit in FLAG_NAMES.items():
+            if data.get(name):  # the older form
+                flags |= bit
+        d.flags = flags
+        d.digitized = data.get("digitized")
+        d.synced = data.get("synced")
+        d.paid_online = data.get("paid_online")
+        d.withdrawn = data.get("withdrawn")
+        if data.get("supplements"):
+            d.supplements = {k: (v[0], v[1]) for k, v in data["supplements"].items()}
+        if data.get("ratings"):
+            d.ratings = {k: (v[0], _RATINGS.get(v[1], v[1])) for k, v in data["ratings"].items()}
         return d
 
 
@@ -123,44 +199,97 @@ def _min(current: int | None, ts: int) -> int:
     return ts if current is None or ts < current else current
 
 
+# Deadlines cluster (17:00 of a working day), so equal ``due`` values share one int object.
+_DUES: dict[int, int] = {}
+_RATINGS = {r: r for r in ("satisfied", "neutral", "dissatisfied")}  # one str object each
+
+
+def _received(d: Dossier, event: Event) -> None:
+    ts, eid = event.ts, event.event_id
+    current = d.received_ts
+    if current is None or ts < current or (ts == current and eid < d.received_id):
+        body = event.body
+        d.received_ts, d.received_id = ts, eid
+        d.procedure_id = sys.intern(body["procedure_id"])
+        due = event.times["due_at"]
+        if len(_DUES) >= 100_000:
+            _DUES.clear()
+        d.due = _DUES.setdefault(due, due)
+        d.flags = (
+            (d.flags & E_RESULT)
+            | (body["channel"] == "online")
+            | body["online_eligible"] << 1
+            | body["full_online"] << 2
+            | body["fee_required"] << 3
+            | body["reused_data"] << 4
+            | body["pds_linked"] << 5
+            | body["population_db"] << 6
+        )
+
+
+def _digitized(d: Dossier, event: Event) -> None:
+    ts = event.ts
+    if d.digitized is None or ts < d.digitized:
+        d.digitized = ts
+
+
+def _synced(d: Dossier, event: Event) -> None:
+    ts = event.ts
+    if d.synced is None or ts < d.synced:
+        d.synced = ts
+
+
+def _paid(d: Dossier, event: Event) -> None:
+    ts = event.ts
+    if event.body["online"] and (d.paid_online is None or ts < d.paid_online):
+        d.paid_online = ts
+
+
+def _supplement_requested(d: Dossier, event: Event) -> None:
+    if d.supplements is None:
+        d.supplements = {}
+    d.supplements[event.event_id] = (event.ts, event.times.get("new_due_at"))
+
+
+def _completed(d: Dossier, event: Event) -> None:
+    ts, eid = event.ts, event.event_id
+    current = d.completed_ts
+    if current is None or ts < current or (ts == current and eid < d.completed_id):
+        d.completed_ts, d.completed_id = ts, eid
+        flags = d.flags & _RECEIVED_FLAGS
+        d.flags = flags | E_RESULT if event.body["e_result"] else flags
+
+
+def _withdrawn(d: Dossier, event: Event) -> None:
+    ts = event.ts
+    if d.withdrawn is None or ts < d.withdrawn:
+        d.withdrawn = ts
+
+
+def _rated(d: Dossier, event: Event) -> None:
+    if d.ratings is None:
+        d.ratings = {}
+    rating = event.body["rating"]
+    d.ratings[event.event_id] = (event.ts, _RATINGS.get(rating, rating))
+
+
+_DOSSIER_FOLDS = {
+    "dossier.received": _received,
+    "dossier.digitized": _digitized,
+    "dossier.synced": _synced,
+    "dossier.paid": _paid,
+    "dossier.supplement_requested": _supplement_requested,
+    "dossier.completed": _completed,
+    "dossier.withdrawn": _withdrawn,
+    "dossier.rated": _rated,
+}
+
+
 def apply_dossier(d: Dossier, event: Event) -> None:
     """Fold one dossier event into its record (mutates ``d``; idempotent, commutative)."""
-    t, ts, body = event.type, event.ts, event.body
-    if t == "dossier.received":
-        stamp = (ts, event.event_id)
-        if d.received is None or stamp < d.received:
-            d.received = stamp
-            d.procedure_id = body["procedure_id"]
-            d.online = body["channel"] == "online"
-            d.due = event.times["due_at"]
-            d.online_eligible = body["online_eligible"]
-            d.full_online = body["full_online"]
-            d.fee_required = body["fee_required"]
-            d.reused_data = body["reused_data"]
-            d.pds_linked = body["pds_linked"]
-            d.population_db = body["population_db"]
-    elif t == "dossier.digitized":
-        d.digitized = _min(d.digitized, ts)
-    elif t == "dossier.synced":
-        d.synced = _min(d.synced, ts)
-    elif t == "dossier.paid":
-        if body["online"]:
-            d.paid_online = _min(d.paid_online, ts)
-    elif t == "dossier.supplement_requested":
-        if d.supplements is None:
-            d.supplements = {}
-        d.supplements[event.event_id] = (ts, event.times.get("new_due_at"))
-    elif t == "dossier.completed":
-        stamp = (ts, event.event_id)
-        if d.completed is None or stamp < d.completed:
-            d.completed = stamp
-            d.e_result = body["e_result"]
-    elif t == "dossier.withdrawn":
-        d.withdrawn = _min(d.withdrawn, ts)
-    elif t == "dossier.rated":
-        if d.ratings is None:
-            d.ratings = {}
-        d.ratings[event.event_id] = (ts, body["rating"])
+    fold = _DOSSIER_FOLDS.get(event.type)
+    if fold is not None:
+        fold(d, event)
 
 
 def apply_petition(p: Petition, event: Event) -> None:
@@ -193,16 +322,19 @@ def fact_key(event: Event) -> tuple[str, str] | None:
 
 def apply_event(state: UnitState, event: Event) -> tuple[str, str] | None:
     """Fold an accepted event into its unit's state; returns the fact key it touched."""
+    fold = _DOSSIER_FOLDS.get(event.type)
+    if fold is not None:
+        ident = event.body["dossier_id"]
+        d = state.dossiers.get(ident)
+        if d is None:
+            d = state.dossiers[ident] = Dossier()
+        fold(d, event)
+        return ("d", ident)
     key = fact_key(event)
     if key is None:
         return None
     kind, ident = key
-    if kind == "d":
-        d = state.dossiers.get(ident)
-        if d is None:
-            d = state.dossiers[ident] = Dossier()
-        apply_dossier(d, event)
-    elif kind == "p":
+    if kind == "p":
         p = state.petitions.get(ident)
         if p is None:
             p = state.petitions[ident] = Petition()

@@ -26,7 +26,32 @@ DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 
 
 def parse_ts(text: object) -> int | None:
-    """RFC 3339 with an offset -> microseconds since the epoch, or None if not one."""
+    """RFC 3339 with an offset -> microseconds since the epoch, or None if not one.
+
+    Fast path for the shapes real feeds send: ``YYYY-MM-DDTHH`` + ``:MM:SS`` + optional
+    fraction + offset are looked up in three small tables instead of running the regex and
+    ``datetime``. Every table entry is derived from ``parse_ts_reference`` itself (the minute
+    and second table is built at import, hours and offsets are learned from timestamps the
+    reference accepted), so anything not already known takes the reference path and the two
+    always agree; ``tests/scoring/test_perf_equivalence.py`` checks that on generated strings.
+    """
+    if type(text) is str:
+        hour = _HOURS.get(text[:13])
+        if hour is not None:
+            rest = _REST.get(text[13:])
+            if rest is not None:
+                return hour + rest
+            rest = _rest_of(text)
+            if rest is not None:
+                return hour + rest
+    us = parse_ts_reference(text)
+    if us is not None:
+        _learn(text)  # type: ignore[arg-type]  # only a str can parse
+    return us
+
+
+def parse_ts_reference(text: object) -> int | None:
+    """The definition of a valid timestamp (regex + ``datetime.fromisoformat`` + range)."""
     if not isinstance(text, str) or len(text) > 40 or not _RFC3339.match(text):
         return None
     frac = ""
@@ -47,6 +72,63 @@ def parse_ts(text: object) -> int | None:
     # e.g. 0001-01-01T00:00:00+01:00 is valid RFC 3339 but an instant no zone can show (from_us
     # and window_of would overflow): refuse it here rather than crash a consumer later
     return us if _MIN_US <= us < _MAX_US else None
+
+
+# Fast-path tables. ``_HOURS``: "YYYY-MM-DDTHH" (any separator the reference accepts) -> that
+# hour read as UTC, learned for years 1000..8999 only, where every offset below 24 h stays
+# inside the reference's range. ``_MIN_SEC``: ":MM:SS" -> microseconds. ``_OFFSETS``: "Z",
+# "+07:00", ... -> the offset, learned. Any valid hour, ":MM:SS", fraction and offset make a
+# timestamp the reference accepts, with the value the tables add up to. ``_REST`` caches the
+# sum for a whole tail (":MM:SS+07:00"; at most 3600 per offset seen, fractions not kept).
+_HOURS: dict[str, int] = {}
+_MIN_SEC = {f":{m:02d}:{s:02d}": (m * 60 + s) * 1_000_000 for m in range(60) for s in range(60)}
+_OFFSETS: dict[str, int] = {}
+_REST: dict[str, int] = {}
+_MAX_ENTRIES = 500_000  # hours: about 57 years per separator; then a table starts over
+_OFFSET_PROBE = "2000-01-01T00:00:00"
+
+
+def _rest_of(text: str) -> int | None:
+    """The tail after the hour (``:MM:SS[.f]±HH:MM``) in microseconds from the tables, or None
+    when the reference must decide."""
+    min_sec = _MIN_SEC.get(text[13:19])
+    if min_sec is None:
+        return None
+    if text[19:20] != ".":
+        offset = _OFFSETS.get(text[19:])
+        if offset is None:
+            return None
+        if len(_REST) >= _MAX_ENTRIES:
+            _REST.clear()
+        rest = _REST[text[13:]] = min_sec - offset
+        return rest
+    tail = 1 if text[-1] in "Zz" else 6
+    digits = text[20:-tail]
+    if not (0 < len(digits) <= 9 and digits.isascii() and digits.isdigit()):
+        return None
+    offset = _OFFSETS.get(text[-tail:])
+    if offset is None:
+        return None
+    return min_sec - offset + int(digits[:6].ljust(6, "0"))  # the reference keeps 6 digits
+
+
+def _learn(text: str) -> None:
+    """Remember the hour and the offset of a timestamp the reference accepted."""
+    hour = text[:13]
+    if hour not in _HOURS and hour[:4].isascii() and "1000" <= hour[:4] <= "8999":
+        if len(_HOURS) >= _MAX_ENTRIES:
+            _HOURS.clear()
+        base = parse_ts_reference(hour + ":00:00Z")
+        if base is not None:
+            _HOURS[hour] = base
+    offset = text[19:]  # "Z", "+07:00", ... or, after a fraction, the last 1 or 6 characters
+    if offset[0] == ".":
+        offset = text[-1:] if text[-1] in "Zz" else text[-6:]
+    if offset not in _OFFSETS:
+        utc = parse_ts_reference(_OFFSET_PROBE + "Z")
+        local = parse_ts_reference(_OFFSET_PROBE + offset)
+        if utc is not None and local is not None:
+            _OFFSETS[offset] = utc - local
 
 
 @lru_cache(maxsize=8)

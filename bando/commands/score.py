@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 import orjson
@@ -25,6 +26,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The millions of fact objects hold no reference cycles, so the cyclic collector would
+    # only re-scan them while scoring (a fifth of its time) and once more when loading ends.
+    # They are freed by reference counting when _score returns.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _score(args)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _score(args: argparse.Namespace) -> int:
     as_of = parse_ts(args.as_of)
     if as_of is None:
         print(f"bando score: --as-of {args.as_of!r} is not an RFC 3339 timestamp with offset",
