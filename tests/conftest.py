@@ -78,6 +78,7 @@ def live_settings(
         scores_topic=f"unit-scores-{unique}",
         rank_changes_topic=f"rank-changes-{unique}",
         band_changes_topic=f"band-changes-{unique}",
+        at_risk_topic=f"at-risk-{unique}",
         app_id=f"bando-test-{unique}",
         data_dir=str(tmp_path / "bando-data"),
     )
