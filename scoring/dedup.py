@@ -46,14 +46,15 @@ class FirstSeen:
     and digests are computed for repeats only. Tokens must be in ``0 .. 2**63 - 1``.
 
     Open addressing with linear probing; slot ``i`` is ``slots[2i]`` (tag, 0 = empty) and
-    ``slots[2i + 1]`` (token). ``expected``: how many ids to size the table for, 70% full (it
-    doubles past that, so a good guess saves re-inserting everything).
+    ``slots[2i + 1]`` (token), kept at most half full so that a probe rarely looks at more
+    than two slots. ``expected``: how many ids to size it for (it doubles when half full, so a
+    good guess saves re-inserting everything).
     """
 
     def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16):
         self.body_at = body_at
         self.count = 0
-        self._reset(max(16, expected * 10 // 7 + 1))
+        self._reset(max(16, 2 * expected + 1))
 
     @property
     def capacity(self) -> int:
@@ -62,7 +63,7 @@ class FirstSeen:
 
     def _reset(self, size: int) -> None:
         self._size = size
-        self._limit = size * 7 // 10
+        self._limit = size // 2
         self._slots = array("q", bytes(16 * size))
 
     def check(self, event: Event, token: int) -> str:

@@ -13,7 +13,9 @@ in for (issue 7: "a faster path that changes any result is a bug").
 from __future__ import annotations
 
 import json
+import os
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +293,7 @@ def _state(engine: Engine) -> dict[str, Any]:
             for u, s in engine.states.items()}
 
 
-def test_load_equals_the_reference_path(tmp_path: Path) -> None:
+def _mixed_file(tmp_path: Path) -> Path:
     rnd = random.Random(7)
     lines: list[bytes] = []
     for i in range(3000):
@@ -315,12 +317,32 @@ def test_load_equals_the_reference_path(tmp_path: Path) -> None:
             lines.append(b"{not json" if i % 2 else b"x" * 5000)
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_load_equals_the_reference_path(tmp_path: Path) -> None:
+    path = _mixed_file(tmp_path)
     loaded = load(path, UNITS, VN766, max_bytes=4096)
     rejected, engine = _reference_load(path)
     assert [r.to_dict() for r in loaded.rejected] == [r.to_dict() for r in rejected]
     assert _state(loaded.engine) == _state(engine)
     assert loaded.accepted + loaded.duplicates + len(loaded.rejected) == sum(
         1 for _ in iter_lines(path))
+
+
+def test_load_from_a_pipe_keeps_digests_and_agrees(tmp_path: Path) -> None:
+    path = _mixed_file(tmp_path)
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(path.read_bytes()))
+    writer.start()
+    try:
+        piped = load(fifo, UNITS, VN766, max_bytes=4096)
+    finally:
+        writer.join()
+    loaded = load(path, UNITS, VN766, max_bytes=4096)
+    assert [r.to_dict() for r in piped.rejected] == [r.to_dict() for r in loaded.rejected]
+    assert _state(piped.engine) == _state(loaded.engine)
 
 
 # ---------------------------------------------------------------- compact dossiers
