@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from bando import kafka_auth
 from bando.metrics import start_metrics_server
 from bando.settings import Settings
 from display import board, store
@@ -39,6 +40,7 @@ def config_from(args: argparse.Namespace, settings: Settings | None = None) -> W
             board.RANK: args.rank_changes_topic or s.rank_changes_topic,
             board.BAND: args.band_changes_topic or s.band_changes_topic,
         },
+        kafka_security=kafka_auth.client_kwargs(s),
     )
 
 

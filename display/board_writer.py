@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -48,7 +49,10 @@ class WriterConfig:
     poll_ms: int = 500
     metadata_interval: float = 10.0  # seconds between checks for new topics/partitions
     retry_max: float = 5.0  # ceiling of the back-off while Redis or Kafka is away
+    epoch_interval: float = 1.0  # seconds between checks, while idle, that Redis kept the board
     client_id: str = "bando-board"
+    # aiokafka connection options for a secured cluster (bando.kafka_auth.client_kwargs)
+    kafka_security: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,9 +105,11 @@ class BoardWriter:
                 auto_offset_reset="earliest",
                 client_id=self.config.client_id,
                 max_poll_records=self.config.batch_max,
+                **self.config.kafka_security,
             )
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=self.config.bootstrap, client_id=self.config.client_id
+                bootstrap_servers=self.config.bootstrap, client_id=self.config.client_id,
+                **self.config.kafka_security,
             )
             try:
                 await consumer.start()
@@ -124,6 +130,7 @@ class BoardWriter:
         need_sync = True
         next_meta = 0.0
         next_lag = 0.0
+        next_epoch = 0.0
         delay = 0.2
         while not stop.is_set():
             try:
@@ -142,6 +149,11 @@ class BoardWriter:
                 )
                 if batch:
                     await self._write(batch)
+                elif time.monotonic() >= next_epoch:
+                    # a write notices an emptied Redis by itself; an idle writer must look,
+                    # or screens show an empty board until the next score is published
+                    next_epoch = time.monotonic() + self.config.epoch_interval
+                    await store.check_epoch(self.redis, self.keys)
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + 5.0
                     with contextlib.suppress(TimeoutError):

@@ -141,6 +141,12 @@ async def ensure_epoch(redis: Redis, keys: Keys, token: str) -> None:
     await redis.set(keys.epoch, token, nx=True)
 
 
+async def check_epoch(redis: Redis, keys: Keys) -> None:
+    """Raise :class:`BoardLost` if Redis came back without the board (no epoch key)."""
+    if not await redis.exists(keys.epoch):
+        raise BoardLost("the board's epoch key is missing")
+
+
 async def apply_batch(
     redis: Redis,
     keys: Keys,

@@ -139,6 +139,27 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await handlers[tp.topic](TP(tp.topic, tp.partition), batch)
         return records, active
 
+    async def perform_seek(self) -> None:
+        """faust's seek to committed offsets, plus: partitions with nothing committed yet go
+        back to their beginning. Records fetched while a rebalance stops the flow are dropped
+        on the promise that this seek re-reads them, but aiokafka's ``seek_to_committed``
+        leaves a partition with no commit (or a commit of 0) where the fetcher got to, so a
+        brand-new group lost the events that arrived while it formed. Re-reading is safe:
+        state is idempotent."""
+        committed = await self.seek_to_committed()
+        self._read_offset.update({
+            TP(tp.topic, tp.partition): offset if offset else None
+            for tp, offset in committed.items()})
+        self._committed_offset.update({
+            TP(tp.topic, tp.partition): offset
+            for tp, offset in committed.items() if offset})
+        handlers: dict[str, BatchHandler] = self.transport.batch_handlers
+        fresh = [tp for tp, offset in committed.items() if not offset and tp.topic in handlers]
+        if fresh:
+            await self._thread.seek_to_beginning(*fresh)
+            log.info("no committed offset: reading %s from the beginning",
+                     ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))
+
     def still_current(self, generation_id: int) -> bool:
         """False once a rebalance started: records fetched before it must not be processed
         (the partition is re-read from its committed offset)."""

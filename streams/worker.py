@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import faust
 
-    from bando import metrics
+    from bando import kafka_auth, metrics
     from bando.infra import create_topics, ensure_project_topics
     from streams.app import create_app, internal_topic
 
@@ -33,11 +33,13 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
     )
     log.info("settings: %s", settings.redacted())
+    log.info("kafka security: %s", kafka_auth.describe(settings))
     ensure_project_topics(settings.kafka_bootstrap, settings)
     # faust declares its internal topic lazily; a consumer that subscribes before it exists
     # ignores it until the next metadata refresh (minutes), so create it up front.
     create_topics(settings.kafka_bootstrap, [internal_topic(settings)], 1,
-                  settings.replication_factor, {"retention.ms": "-1"})
+                  settings.replication_factor, {"retention.ms": "-1"},
+                  security=kafka_auth.client_kwargs(settings))
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, service="worker")
     app = create_app(settings)

@@ -30,11 +30,14 @@ def format_update(msg: dict, previous_rank: int | None) -> str:
             f"{str(msg.get('band') or ''):9} {str(msg.get('name', ''))[:40]}{move}")
 
 
-async def _watch(bootstrap: str, topic: str, from_beginning: bool, window: str) -> None:
+async def _watch(settings: Settings, from_beginning: bool, window: str) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest" if from_beginning else "latest")
+    from bando.kafka_auth import client_kwargs
+
+    consumer = AIOKafkaConsumer(settings.scores_topic, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest" if from_beginning else "latest",
+                                **client_kwargs(settings))
     await consumer.start()
     ranks: dict[tuple[str, str], int | None] = {}
     try:
@@ -52,6 +55,5 @@ async def _watch(bootstrap: str, topic: str, from_beginning: bool, window: str) 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(kafka_bootstrap=args.bootstrap)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_watch(settings.kafka_bootstrap, settings.scores_topic,
-                           args.from_beginning, args.window))
+        asyncio.run(_watch(settings, args.from_beginning, args.window))
     return 0

@@ -39,11 +39,16 @@ def project_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def ensure_project_topics(bootstrap: str, settings: Settings) -> list[str]:
-    """Create the project's topics with ``settings.partitions``; return those created."""
+    """Create the project's topics with ``settings.partitions``; return those created.
+    Connects with the settings' credentials (on a secured cluster the topics usually exist
+    already, created by the operator: then nothing is created)."""
+    from bando.kafka_auth import client_kwargs
+
     created: list[str] = []
     for name, config in project_topics(settings).items():
         created += create_topics(bootstrap, [name], settings.partitions,
-                                 settings.replication_factor, config)
+                                 settings.replication_factor, config,
+                                 security=client_kwargs(settings))
     return created
 
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ _T = TypeVar("_T")
 
 # Error codes of the Kafka protocol that create_topics() expects.
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 def kafka_home(version: str = DEFAULT_KAFKA_VERSION) -> Path:
@@ -150,6 +151,20 @@ class KafkaBroker(ServerProcess):
 
     ``start()`` blocks until the broker serves metadata. ``kill()`` then ``start()``
     restarts it on the same ports with the same data, as a crashed broker would come back.
+
+    Hooks for clusters and secured brokers (``bando.infra.cluster``, ``bando.infra.security``);
+    the defaults give the single PLAINTEXT node above:
+
+    * ``node_id``, ``controller_port``, ``quorum_voters`` and ``cluster_id``: one node of a
+      multi-node KRaft quorum (every node formatted with the same cluster id, the voters
+      naming every node's controller port, fixed before the first start);
+    * ``client_protocol`` and ``controller_protocol``: the security protocols of the client
+      (and inter-broker) listener and of the controller listener, e.g. ``SASL_PLAINTEXT``,
+      whose SASL settings come in ``extra_config``;
+    * ``format_args``: extra ``kafka-storage format`` arguments (``--add-scram`` bootstraps
+      SCRAM users before the first start);
+    * ``probe``: the readiness check, for listeners that do not answer an unauthenticated
+      Metadata request.
     """
 
     name = "kafka"
@@ -163,14 +178,30 @@ class KafkaBroker(ServerProcess):
         extra_config: Mapping[str, Any] | None = None,
         port: int | None = None,
         heap: str | None = None,
+        *,
+        node_id: int = 1,
+        controller_port: int | None = None,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
+        client_protocol: str = "PLAINTEXT",
+        controller_protocol: str = "PLAINTEXT",
+        format_args: Sequence[str] = (),
+        probe: Callable[[KafkaBroker], bool] | None = None,
     ) -> None:
         super().__init__(data_dir, host)
         self.partitions = partitions
         self.kafka_version = kafka_version
         self.extra_config = dict(extra_config or {})
         self.port: int | None = port or None
-        self.controller_port: int | None = None
+        self.controller_port: int | None = controller_port or None
         self.heap = heap or os.environ.get("BANDO_KAFKA_HEAP", "512m")
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters
+        self.cluster_id = cluster_id
+        self.client_protocol = client_protocol
+        self.controller_protocol = controller_protocol
+        self.format_args = list(format_args)
+        self.probe = probe
         self._ports_file = self.data_dir / "ports.json"
         self._fixed_port = bool(port)
 
@@ -205,6 +236,9 @@ class KafkaBroker(ServerProcess):
 
     def _start_once(self, java: str, lib: Path, timeout: float) -> None:
         props = self.data_dir / "server.properties"
+        # Owner-only: a secured broker's file holds its own SASL credentials.
+        props.touch(mode=0o600)
+        props.chmod(0o600)
         props.write_text(self._render_config())
         # C1-only JIT: measured to halve the CPU a start costs (2.4 s instead of 4.3 s of
         # CPU) on our 2 cores, and a local broker is I/O-bound. BANDO_KAFKA_JVM_OPTS comes
@@ -219,9 +253,14 @@ class KafkaBroker(ServerProcess):
             self._format(jvm, props)
         self._spawn([*jvm, "kafka.Kafka", str(props)])
         assert self.port is not None
-        port = self.port
-        self._wait_ready(lambda: metadata_broker_count(self.host, port) > 0, timeout,
-                         f"Kafka broker {self.bootstrap}")
+        port, probe = self.port, self.probe
+
+        def ready() -> bool:
+            if probe is not None:
+                return probe(self)
+            return metadata_broker_count(self.host, port) > 0
+
+        self._wait_ready(ready, timeout, f"Kafka broker {self.bootstrap}")
 
     def _choose_ports(self) -> None:
         if self.port is not None and self.controller_port is not None:
@@ -245,15 +284,17 @@ class KafkaBroker(ServerProcess):
 
     def _render_config(self) -> str:
         h, bport, cport = self.host, self.port, self.controller_port
+        client = self.client_protocol
         config: dict[str, Any] = {
             "process.roles": "broker,controller",
-            "node.id": 1,
-            "controller.quorum.voters": f"1@{h}:{cport}",
-            "listeners": f"PLAINTEXT://{h}:{bport},CONTROLLER://{h}:{cport}",
-            "advertised.listeners": f"PLAINTEXT://{h}:{bport}",
+            "node.id": self.node_id,
+            "controller.quorum.voters": self.quorum_voters or f"{self.node_id}@{h}:{cport}",
+            "listeners": f"{client}://{h}:{bport},CONTROLLER://{h}:{cport}",
+            "advertised.listeners": f"{client}://{h}:{bport}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map":
+                f"CONTROLLER:{self.controller_protocol},{client}:{client}",
+            "inter.broker.listener.name": client,
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": self.partitions,
             "default.replication.factor": 1,
@@ -297,8 +338,9 @@ class KafkaBroker(ServerProcess):
         return [f"-Dlog4j2.configurationFile={config}", f"-Dbando.kafka.loglevel={level}"]
 
     def _format(self, jvm: list[str], props: Path) -> None:
-        cid = new_cluster_id()
-        argv = [*jvm, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)]
+        cid = self.cluster_id or new_cluster_id()
+        argv = [*jvm, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props),
+                *self.format_args]
         log.debug("formatting Kafka storage in %s (cluster %s)", self.data_dir, cid)
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
         with open(self.log_path, "a", encoding="utf-8") as out:
@@ -317,11 +359,13 @@ async def create_topics_async(
     replication: int = 1,
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create topics that do not exist yet; return the names actually created.
 
     Waits until every partition of every named topic has a leader, so a producer can use
-    them at once.
+    them at once. ``security``: aiokafka connection options for a secured broker
+    (``bando.kafka_auth.client_kwargs``).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -329,20 +373,30 @@ async def create_topics_async(
     if not wanted:
         return []
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                request_timeout_ms=int(timeout * 1000))
+                                request_timeout_ms=int(timeout * 1000), **dict(security or {}))
     await admin.start()
     try:
         new = [NewTopic(name, partitions, replication, topic_configs=dict(config or {}))
                for name in wanted]
         response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
         created: list[str] = []
+        refused: list[str] = []
         for entry in response.topic_errors:
             name, code = entry[0], entry[1]
             if code == 0:
                 created.append(name)
+            elif code == _TOPIC_AUTHORIZATION_FAILED:
+                refused.append(name)  # fine on a secured cluster if the operator made it
             elif code != _TOPIC_ALREADY_EXISTS:
                 detail = entry[2] if len(entry) > 2 else ""
                 raise InfraError(f"creating topic {name!r} failed: error {code} {detail}")
+        if refused:
+            existing = {t["topic"] for t in await admin.describe_topics(refused)
+                        if t["error_code"] == 0}
+            missing = sorted(set(refused) - existing)
+            if missing:
+                raise InfraError(f"not allowed to create topics {missing} and they do not "
+                                 "exist: ask the cluster's operator to create them")
         await _wait_for_leaders(admin, wanted, timeout)
         return created
     finally:
@@ -371,10 +425,11 @@ def create_topics(
     replication: int = 1,
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Synchronous :func:`create_topics_async`; also callable from inside an event loop."""
     return _run_sync(create_topics_async(bootstrap, list(names), partitions, replication,
-                                         config, timeout))
+                                         config, timeout, security))
 
 
 def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
