@@ -108,6 +108,7 @@ class ScorerCore:
         self._last_counts: dict[tuple[str, str], tuple] = {}  # (unit, window) -> last scored
         self._last_sent: dict[tuple[str, str], tuple] = {}
         self._last_risk: dict[tuple[str, str], tuple[bool, tuple[str, ...]]] = {}
+        self._open_index: dict[str, Any] = {}  # unit -> alerts.at_risk.OpenDossierIndex
         self._pending_ts: dict[str, int] = {}  # unit -> oldest unscored event arrival (ms)
 
     # --- input ------------------------------------------------------------------------------
@@ -160,6 +161,8 @@ class ScorerCore:
                 if pending is None:
                     pending = self._touched[unit_id] = set()
                 pending.add(key)
+                if key[0] == "d" and (index := self._open_index.get(unit_id)) is not None:
+                    index.touch(key[1])
             if msg.timestamp_ms is not None:
                 self._pending_ts.setdefault(unit_id, msg.timestamp_ms)
         for (unit_id, kind, ident), p in touched.items():
@@ -185,6 +188,7 @@ class ScorerCore:
         # What this worker sent before may have been superseded by another worker meanwhile.
         self._last_sent.clear()
         self._last_risk.clear()
+        self._open_index.clear()
         for key, value in self.store.items("clock"):
             p = int(key)
             if p in partitions and value:
@@ -221,7 +225,7 @@ class ScorerCore:
         score never disagree about event time; a unit's first assessment is sent only if it is
         at risk.
         """
-        from alerts.at_risk import assess, open_dossiers, to_message
+        from alerts.at_risk import OpenDossierIndex, assess, to_message
 
         out: list[dict[str, Any]] = []
         tz = self.model.timezone
@@ -234,8 +238,11 @@ class ScorerCore:
             counts = running.counts(window)
             if counts.items == 0:
                 continue
+            index = self._open_index.get(unit_id)
+            if index is None:
+                index = self._open_index[unit_id] = OpenDossierIndex()
             result = assess(self.model, counts.values,
-                            open_dossiers(running.state, window, t), t, horizon_seconds)
+                            index.open_dossiers(running.state, window, t), t, horizon_seconds)
             key = (unit_id, window.name)
             status = (result.at_risk, tuple(result.dossier_ids))
             previous = self._last_risk.get(key)

@@ -207,3 +207,62 @@ def _counts(state: UnitState, window, t: int) -> dict[str, tuple[int, int]]:
     from scoring.indicators import count
 
     return count(state, window, t).values
+
+
+# --- the scorer's incremental index of open dossiers ---------------------------------------
+
+
+def _random_dossier_events(rnd: random.Random, n: int) -> list[Event]:
+    """Dossiers of March-April with every lifecycle event, at random times (many overdue,
+    supplements with and without a new due time, some in the 'future' of the calls)."""
+    evs: list[Event] = []
+    start = to_us(datetime(2024, 3, 20, tzinfo=ICT))
+    span = 40 * 24 * HOUR
+    for i in range(n):
+        did = f"R-{i:03d}"
+        t0 = start + rnd.randrange(span)
+        if rnd.random() < 0.95:
+            evs.append(received(did, t0, t0 + rnd.randrange(1, 12 * 24) * HOUR))
+        for _ in range(rnd.choice((0, 0, 1, 2, 3))):
+            ts = t0 + rnd.randrange(20 * 24) * HOUR
+            new_due = ts + rnd.randrange(1, 10 * 24) * HOUR if rnd.random() < 0.6 else None
+            evs.append(event("dossier.supplement_requested", ts,
+                             {"new_due_at": new_due} if new_due else {}, dossier_id=did,
+                             reason="r"))
+        if rnd.random() < 0.5:
+            evs.append(event("dossier.completed", t0 + rnd.randrange(15 * 24) * HOUR,
+                             dossier_id=did, e_result=True))
+        if rnd.random() < 0.1:
+            evs.append(event("dossier.withdrawn", t0 + rnd.randrange(5 * 24) * HOUR,
+                             dossier_id=did))
+        for _ in range(rnd.choice((0, 1, 2))):
+            evs.append(event("dossier.rated", t0 + rnd.randrange(15 * 24) * HOUR,
+                             dossier_id=did, rating=rnd.choice(("satisfied", "dissatisfied"))))
+    rnd.shuffle(evs)
+    return evs
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_open_dossier_index_agrees_with_a_full_scan(seed: int) -> None:
+    from alerts.at_risk import OpenDossierIndex
+    from scoring.timeutil import window_of
+
+    rnd = random.Random(seed)
+    evs = _random_dossier_events(rnd, 120)
+    state, index = UnitState(), OpenDossierIndex()
+    t = to_us(datetime(2024, 3, 25, tzinfo=ICT))
+    checked = 0
+    for i in range(0, len(evs), 7):
+        for ev in evs[i:i + 7]:
+            apply_event(state, ev)
+            index.touch(ev.body["dossier_id"])
+        if rnd.random() < 0.05:
+            t -= rnd.randrange(48) * HOUR  # event time going back: the index starts over
+        else:
+            t += rnd.randrange(0, 12) * HOUR
+        window = window_of("month", t, "Asia/Ho_Chi_Minh")
+        got = sorted(index.open_dossiers(state, window, t), key=lambda d: d.dossier_id)
+        want = sorted(open_dossiers(state, window, t), key=lambda d: d.dossier_id)
+        assert got == want, (seed, i, t)
+        checked += len(want)
+    assert checked > 0  # the scenario does have open dossiers to find
