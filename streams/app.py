@@ -39,6 +39,7 @@ from bando.settings import Settings
 from schemas import EventRejected
 from scoring.catalog import Catalog, load_catalog
 from scoring.model import Model, load_model
+from streams.bulkstore import bulk_table
 from streams.dlq import dlq_record
 from streams.ranker import RankerCore
 from streams.scorer import Message, ScorerCore
@@ -235,13 +236,15 @@ def create_app(
     band_changes = app.topic(settings.band_changes_topic, **raw)
     at_risk = app.topic(settings.at_risk_topic, **raw)
 
+    # Newly active changelog partitions are read in bulk by the tables' store (streams.bulkstore);
+    # faust's recovery applies the rest in batches of recovery_buffer_size (default 1,000).
+    loader = {"bootstrap_servers": settings.kafka_bootstrap, **kafka_auth.client_kwargs(settings)}
     tables = {
-        # recovery applies changelog records in batches of recovery_buffer_size (default 1,000)
-        name: app.Table(name, default=None, partitions=settings.partitions,
-                        recovery_buffer_size=10_000)
+        name: bulk_table(app, name, loader, default=None, partitions=settings.partitions,
+                         recovery_buffer_size=10_000)
         for name in SCORER_TABLES
     }
-    ranked = app.Table("ranked", default=None, partitions=1)
+    ranked = bulk_table(app, "ranked", loader, default=None, partitions=1)
     if now_us is None:
         def now_us() -> int:
             return time.time_ns() // 1000

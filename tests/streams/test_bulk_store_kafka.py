@@ -1,0 +1,142 @@
+"""``streams.bulkstore`` against a real changelog topic: the bulk load gives the state the
+records describe (latest value per key, tombstones delete), passes offsets that are never
+delivered (compaction, transaction markers, the last offset included), and reports the last
+offset before the end so that faust's recovery has nothing left to replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import faust
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TP
+
+from bando.infra import create_topics
+from streams.bulkstore import BulkMemoryStore, bulk_table
+
+pytestmark = pytest.mark.integration
+
+COMPACT = {"cleanup.policy": "compact", "segment.ms": "200", "min.cleanable.dirty.ratio": "0.001",
+           "min.compaction.lag.ms": "0", "delete.retention.ms": "86400000"}
+
+
+TOMBSTONE = object()  # a record with a null value (JSON null is a value)
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[int, Any, Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=-1)
+    await producer.start()
+    try:
+        for partition, key, value in records:
+            await producer.send_and_wait(topic, None if value is TOMBSTONE else dumps(value),
+                                         key=dumps(key), partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def produce_in_transaction(bootstrap: str, topic: str,
+                                 records: list[tuple[int, Any, Any]], tid: str) -> None:
+    """Committed records followed by a commit marker: an offset no consumer is given."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=tid)
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for partition, key, value in records:
+                await producer.send(topic, dumps(value), key=dumps(key), partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def delivered_offsets(bootstrap: str, topic: str, partition: int) -> list[int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        offsets: list[int] = []
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
+                offsets.extend(r.offset for r in records)
+        return offsets
+    finally:
+        await consumer.stop()
+
+
+def new_store(bootstrap: str, topic_prefix: str) -> BulkMemoryStore:
+    app = faust.App(f"{topic_prefix}app", broker=f"kafka://{bootstrap}", store="memory://",
+                    key_serializer="json", value_serializer="json", autodiscover=False)
+    table = bulk_table(app, "t", {"bootstrap_servers": bootstrap}, default=None, partitions=2)
+    store = table.data
+    assert isinstance(store, BulkMemoryStore)
+    return store
+
+
+async def test_bulk_load_matches_the_records_across_tombstones_and_gaps(kafka, topic_prefix):
+    bootstrap = kafka.bootstrap
+    topic = f"{topic_prefix}app-t-changelog"
+    create_topics(bootstrap, [topic], partitions=2, config=COMPACT)
+    # partition 0: overwritten keys (compacted away below), tombstones (one of a key never
+    # written, one of a key written again), JSON null (a value, not a deletion), a list key
+    # (a tuple in faust)
+    await produce(bootstrap, topic, [
+        (0, "a", {"v": 1}), (0, "b", 2), (0, "gone", "x"), (0, "again", 1), (0, "a", {"v": 2}),
+        (0, "gone", TOMBSTONE), (0, "again", TOMBSTONE)])
+    await asyncio.sleep(0.5)  # the next record rolls the segment (segment.ms): compactable
+    await produce(bootstrap, topic, [
+        (0, "again", [3]), (0, "nothing", TOMBSTONE), (0, ["w", 7], "windowed"),
+        (0, "json-null", None), (1, "c", {"deep": {"x": [1, 2]}})])
+    await asyncio.sleep(0.5)
+    await produce(bootstrap, topic, [(0, "b", 3)])
+    # a committed transaction ends both partitions with a marker offset
+    await produce_in_transaction(bootstrap, topic, [(0, "t", "in-tx"), (1, "c", {"v": "tx"})],
+                                 f"{topic_prefix}tx")
+
+    # wait for the cleaner (every 15 s) to compact the first segment: offsets go missing
+    deadline = time.monotonic() + 90
+    while True:
+        offsets = await delivered_offsets(bootstrap, topic, 0)
+        if 0 not in offsets or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    assert 0 not in offsets, f"the broker did not compact {topic} in 90 s: {offsets}"
+
+    store = new_store(bootstrap, topic_prefix)
+    store.data["stale"] = "left from before"  # loading adds to what the dict holds
+    loaded = await store.bulk_load({TP(topic, 0), TP(topic, 1)})
+
+    expected = {"stale": "left from before", "a": {"v": 2}, "b": 3, "again": [3],
+                ("w", 7): "windowed", "json-null": None, "t": "in-tx", "c": {"v": "tx"}}
+    assert dict(store.data) == expected
+    assert store._key_partition == {  # noqa: SLF001 - what faust drops keys of revoked partitions by
+        "a": 0, "b": 0, "again": 0, ("w", 7): 0, "json-null": 0, "t": 0, "c": 1}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    # the end is behind the commit marker: the last offset loaded is never a delivered one
+    assert loaded == {TP(topic, 0): ends[parts[0]] - 1, TP(topic, 1): ends[parts[1]] - 1}
+    assert ends[parts[0]] - 1 not in await delivered_offsets(bootstrap, topic, 0)
+
+
+async def test_bulk_load_of_an_empty_partition_reports_nothing_to_replay(kafka, topic_prefix):
+    topic = f"{topic_prefix}app-t-changelog"
+    create_topics(kafka.bootstrap, [topic], partitions=2, config=COMPACT)
+    await produce(kafka.bootstrap, topic, [(1, "k", "v")])
+    store = new_store(kafka.bootstrap, topic_prefix)
+    loaded = await store.bulk_load({TP(topic, 0), TP(topic, 1)})
+    assert loaded == {TP(topic, 0): -1, TP(topic, 1): 0}
+    assert dict(store.data) == {"k": "v"}
