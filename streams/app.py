@@ -39,7 +39,7 @@ from bando.settings import Settings
 from schemas import EventRejected
 from scoring.catalog import Catalog, load_catalog
 from scoring.model import Model, load_model
-from streams.bulkstore import bulk_table
+from streams.bulkstore import BulkTableManager, bulk_table
 from streams.dlq import dlq_record
 from streams.ranker import RankerCore
 from streams.scorer import Message, ScorerCore
@@ -206,6 +206,7 @@ def create_app(
         # SASL/SCRAM (or TLS) from Settings; None keeps PLAINTEXT (bando.kafka_auth)
         broker_credentials=kafka_auth.faust_credentials(settings),
         store="memory://",
+        TableManager=BulkTableManager,  # changelogs read in bulk on recovery (bulk_table)
         datadir=datadir,
         autodiscover=False,
         topic_partitions=settings.partitions,

@@ -3,33 +3,38 @@
 Why: faust's Recovery service replays a changelog one record at a time (a task per record in
 ``Service.wait_first``, an ``asyncio.wait_for`` per record, per-record events and callbacks):
 with 1M open dossiers (2M+ changelog records) a restarted worker spent minutes there before
-processing again. Here, when a changelog partition becomes active on this worker, the store
-reads it itself with an ``AIOKafkaConsumer`` (seek to the beginning, large ``getmany`` batches
-up to the end offset read at the start), decodes the records with orjson straight into the
-dict, and tells faust through ``persisted_offset`` where it stopped; faust's Recovery then
-replays only what came after (usually nothing).
+processing again. Here the changelog partitions that became active on this worker are read
+with one ``AIOKafkaConsumer`` (from the beginning, large ``getmany`` batches, up to faust's own
+highwater), decoded with orjson straight into the tables' dicts, and faust's Recovery is told
+that it starts reading at the last offset loaded: it replays only what came after (nothing,
+unless the load ran out of time, see ``LOAD_SHARE_OF_TIMEOUT``).
 
-Order (faust-streaming 0.15, ``TableManager.on_rebalance``): every table's ``on_rebalance`` is
-awaited before ``Recovery.on_rebalance`` asks each table for ``persisted_offset`` of its
-assigned changelog partitions, so the offsets reported are those of the load just done.
+Where (faust-streaming 0.15, pinned): in ``Recovery._build_offsets`` for the active partitions.
+Not in ``Store.on_rebalance``: that runs inside the consumer's rebalance callback, during which
+aiokafka sends no heartbeats, so a load longer than the session timeout (6 s) got the worker
+expelled from the group. The Recovery service runs after the callback, heartbeats going on.
 
 Semantics are those of faust's memory store: the latest record of a key wins, a record with a
 null value (tombstone) removes the key, keys remember their partition so that keys of
 partitions no longer active are dropped when recovery completes (``memory.Store``), and
-standby partitions are left to faust (they are read after processing resumes).
+standby partitions are left to faust (it reads them after processing has resumed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores import memory
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.tables.table import Table
 from faust.types import TP
 from faust.types.enums import ProcessingGuarantee
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 
 FETCH_MAX_BYTES = 64 * 1024 * 1024  # few round trips: a changelog of 1M dossiers is ~400 MB
 PARTITION_FETCH_BYTES = 16 * 1024 * 1024
+SLICE = 20_000  # records applied between two returns to the event loop
+# faust gives each recovery step broker_request_timeout (90 s) and stops its Recovery service
+# for good when one overruns; the load stops earlier and faust replays the rest of the records.
+LOAD_SHARE_OF_TIMEOUT = 0.6
 
 
 def _is_json(serializer: Any, default: Any) -> bool:
@@ -46,7 +55,7 @@ def _is_json(serializer: Any, default: Any) -> bool:
 
 
 class BulkMemoryStore(memory.Store):
-    """``faust.stores.memory.Store`` whose newly active changelog partitions are loaded in bulk.
+    """``faust.stores.memory.Store`` that ``BulkRecovery`` fills in bulk.
 
     ``loader`` holds the ``AIOKafkaConsumer`` connection arguments (``bootstrap_servers`` and
     ``bando.kafka_auth.client_kwargs``): it carries credentials, so it is never logged.
@@ -55,9 +64,9 @@ class BulkMemoryStore(memory.Store):
     def __init__(self, url: str | URL, app: Any, table: Any, *, loader: Mapping[str, Any],
                  **kwargs: Any) -> None:
         super().__init__(url, app, table, **kwargs)
-        self._loader = dict(loader)
+        self.loader = loader
+        self.pending: set[TP] = set()  # active changelog partitions still to be loaded
         self._actives: set[TP] = set()  # active changelog partitions of the last rebalance
-        self._loaded: dict[TP, int] = {}  # last offset loaded, for this rebalance only
         conf = app.conf
         # orjson gives what faust's "json" codec gives (json.loads, then a faust Model only for
         # a dict carrying "__faust"); other serializers or typed keys/values go through faust
@@ -65,78 +74,20 @@ class BulkMemoryStore(memory.Store):
                       and _is_json(self.key_serializer, conf.key_serializer)
                       and _is_json(self.value_serializer, conf.value_serializer))
 
-    def persisted_offset(self, tp: TP) -> int | None:
-        # None for partitions kept from the previous assignment: faust's Recovery keeps its own
-        # offset for them (the dict already holds what it read and what this worker wrote).
-        return self._loaded.get(tp)
-
     async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
                            generation_id: int = 0) -> None:
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         topic = self.table.changelog_topic.get_topic_name()
         actives = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
         # Not ``newly_assigned``: a standby partition that becomes active stays assigned to the
-        # consumer, yet its active state must be complete now.
-        new = actives - self._actives
+        # consumer, yet its active state must be complete now. Partitions kept from the last
+        # rebalance are not loaded again: faust's Recovery keeps its offset for them (the dict
+        # holds what was read and what this worker wrote since).
+        self.pending = (self.pending & actives) | (actives - self._actives)
         self._actives = actives
-        self._loaded = {}
-        if not new:
-            return
-        try:
-            self._loaded = await self.bulk_load(new)
-        except Exception:
-            # faust's Recovery replays these partitions from the beginning over whatever was
-            # loaded: slower, same result
-            log.exception("bulk load of %s failed; faust's recovery replays it", topic)
 
-    async def bulk_load(self, tps: Iterable[TP]) -> dict[TP, int]:
-        """Read ``tps`` from their beginning to their end offset (read first) into the dict;
-        return, per partition, the offset of the last record before that end (-1 if none)."""
-        tps = sorted(tps)
-        started = time.perf_counter()
-        guarantee = self.app.conf.processing_guarantee
-        consumer = AIOKafkaConsumer(
-            enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
-            fetch_max_bytes=FETCH_MAX_BYTES, max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
-            # as faust's consumer reads them: aborted writes are skipped only with exactly-once
-            isolation_level=("read_committed" if guarantee == ProcessingGuarantee.EXACTLY_ONCE
-                             else "read_uncommitted"),
-            **self._loader)
-        await consumer.start()
-        enabled = gc.isenabled()
-        # A million new dicts would run the cyclic collector over the growing heap many times.
-        gc.disable()
-        n = 0
-        try:
-            parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-            consumer.assign(parts)
-            ends = await consumer.end_offsets(parts)
-            await consumer.seek_to_beginning(*parts)
-            todo = set()
-            for part in parts:
-                if await consumer.position(part) < ends[part]:
-                    todo.add(part)
-                else:
-                    consumer.pause(part)
-            while todo:
-                batches = await consumer.getmany(*todo, timeout_ms=1000)
-                for part, records in batches.items():
-                    n += self._apply(part.partition, records, ends[part])
-                for part in list(todo):
-                    # position, not the last offset seen: compaction and transaction markers
-                    # leave offsets that are never delivered, the last ones included
-                    if await consumer.position(part) >= ends[part]:
-                        todo.discard(part)
-                        consumer.pause(part)
-        finally:
-            if enabled:
-                gc.enable()
-            await consumer.stop()
-        log.info("%s: loaded %d changelog records of partitions %s in %.1fs",
-                 self.table_name, n, [tp.partition for tp in tps], time.perf_counter() - started)
-        return {TP(p.topic, p.partition): ends[p] - 1 for p in parts}
-
-    def _apply(self, partition: int, records: list[Any], end: int) -> int:
+    def apply(self, partition: int, records: list[Any], end: int) -> int:
+        """Apply changelog records (aiokafka ``ConsumerRecord``s) of offsets below ``end``."""
         data = self.data
         where = self._key_partition
         fast = self._fast
@@ -145,7 +96,7 @@ class BulkMemoryStore(memory.Store):
         n = 0
         for record in records:
             if record.offset >= end:
-                break  # written after the end was read: faust's Recovery replays it
+                break  # after faust's highwater: faust's Recovery replays it
             raw_key, raw_value = record.key, record.value
             if raw_key is None:
                 continue  # faust never writes a table record without a key
@@ -174,6 +125,109 @@ class BulkMemoryStore(memory.Store):
         return n
 
 
+async def load_changelogs(targets: Mapping[TP, BulkMemoryStore], ends: Mapping[TP, int],
+                          client: Mapping[str, Any], deadline: float,
+                          isolation_level: str = "read_uncommitted") -> dict[TP, int]:
+    """Read each partition of ``targets`` from its beginning up to ``ends[tp]`` (exclusive)
+    into its store, until ``time.monotonic()`` passes ``deadline``; return per partition the
+    offset up to which it was read, minus one (faust's "persisted offset")."""
+    started = time.perf_counter()
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
+        fetch_max_bytes=FETCH_MAX_BYTES, max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+        isolation_level=isolation_level, **client)
+    parts = {TopicPartition(tp.topic, tp.partition): tp for tp in targets}
+    counts: Counter[BulkMemoryStore] = Counter()
+    read: dict[TP, int] = {}
+    await consumer.start()
+    enabled = gc.isenabled()
+    # A million new dicts would run the cyclic collector over the growing heap many times.
+    gc.disable()
+    try:
+        consumer.assign(list(parts))
+        await consumer.seek_to_beginning(*parts)
+        todo: set[TopicPartition] = set()
+        for part, tp in parts.items():
+            if await consumer.position(part) < ends[tp]:
+                todo.add(part)
+            else:
+                consumer.pause(part)
+        while todo and time.monotonic() < deadline:
+            batches = await consumer.getmany(*todo, timeout_ms=500)
+            for part, records in batches.items():
+                tp = parts[part]
+                store = targets[tp]
+                for i in range(0, len(records), SLICE):
+                    counts[store] += store.apply(tp.partition, records[i:i + SLICE], ends[tp])
+                    await asyncio.sleep(0)  # heartbeats, timers
+            for part in list(todo):
+                # position, not the last offset seen: compaction and transaction markers
+                # leave offsets that are never delivered, the last ones included
+                if await consumer.position(part) >= ends[parts[part]]:
+                    todo.discard(part)
+                    consumer.pause(part)
+        for part, tp in parts.items():
+            read[tp] = min(await consumer.position(part), ends[tp]) - 1
+    finally:
+        if enabled:
+            gc.enable()
+        await consumer.stop()
+    elapsed = time.perf_counter() - started
+    for store in dict.fromkeys(targets.values()):
+        log.info("%s: loaded %d changelog records of partitions %s (bulk recovery: %.1fs)",
+                 store.table_name, counts[store],
+                 sorted(tp.partition for tp, s in targets.items() if s is store), elapsed)
+    if todo:
+        log.warning("bulk recovery stopped after %.0fs; faust replays the rest of %s", elapsed,
+                    sorted(f"{p.topic}[{p.partition}]" for p in todo))
+    return read
+
+
+class BulkRecovery(Recovery):
+    """faust's Recovery, except that active partitions of ``BulkMemoryStore`` tables that became
+    active are loaded in bulk before it computes where its own reading starts."""
+
+    async def _build_offsets(self, consumer: Any, tps: set[TP], destination: Counter[TP],
+                             title: str) -> None:
+        if title == "active":
+            await self._bulk_load(tps, destination)
+        await super()._build_offsets(consumer, tps, destination, title)
+
+    async def _bulk_load(self, tps: set[TP], destination: Counter[TP]) -> None:
+        targets: dict[TP, BulkMemoryStore] = {}
+        for tp in tps:
+            table = self.tp_to_table.get(tp)
+            store = table.data if table is not None else None
+            # the highwaters were built just before: the load stops where faust would stop
+            if (isinstance(store, BulkMemoryStore) and tp in store.pending
+                    and self.active_highwaters.get(tp) is not None):
+                targets[tp] = store
+        if not targets:
+            return
+        conf = self.app.conf
+        deadline = time.monotonic() + LOAD_SHARE_OF_TIMEOUT * conf.broker_request_timeout
+        exactly_once = conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+        loader = next(iter(targets.values())).loader  # one app, one cluster
+        read = await load_changelogs(
+            targets, {tp: self.active_highwaters[tp] + 1 for tp in targets}, loader, deadline,
+            # as faust's consumer reads them: aborted writes are skipped only with exactly-once
+            "read_committed" if exactly_once else "read_uncommitted")
+        for tp, offset in read.items():
+            targets[tp].pending.discard(tp)
+            previous = destination.get(tp)
+            destination[tp] = offset if previous is None else max(previous, offset)
+
+
+class BulkTableManager(TableManager):
+    """faust's TableManager with ``BulkRecovery`` (``faust.App(TableManager=...)``)."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:  # type: ignore[has-type]
+            self._recovery = BulkRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 class BulkTable(Table):
     """A faust ``Table`` kept in a ``BulkMemoryStore`` (the app's store must be memory://).
 
@@ -182,7 +236,7 @@ class BulkTable(Table):
     """
 
     def __init__(self, app: Any, *, loader: Mapping[str, Any], **kwargs: Any) -> None:
-        self._loader = dict(loader)
+        self._loader = loader
         super().__init__(app, **kwargs)
 
     def info(self) -> Mapping[str, Any]:
@@ -199,7 +253,8 @@ class BulkTable(Table):
 
 
 def bulk_table(app: Any, name: str, loader: Mapping[str, Any], **kwargs: Any) -> BulkTable:
-    """``app.Table(name, **kwargs)`` for a ``BulkTable``."""
+    """``app.Table(name, **kwargs)`` for a ``BulkTable`` (bulk-loaded when the app was made
+    with ``TableManager=BulkTableManager``; replayed by faust otherwise)."""
     table = BulkTable(app, name=name, beacon=app.tables.beacon, loader=loader, **kwargs)
     app.tables.add(table)
     return table

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
 from bando.infra import create_topics
-from streams.bulkstore import BulkMemoryStore, bulk_table
+from streams.bulkstore import BulkMemoryStore, bulk_table, load_changelogs
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +73,16 @@ async def delivered_offsets(bootstrap: str, topic: str, partition: int) -> list[
         await consumer.stop()
 
 
+async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[TP, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
 def new_store(bootstrap: str, topic_prefix: str) -> BulkMemoryStore:
     app = faust.App(f"{topic_prefix}app", broker=f"kafka://{bootstrap}", store="memory://",
                     key_serializer="json", value_serializer="json", autodiscover=False)
@@ -113,23 +123,18 @@ async def test_bulk_load_matches_the_records_across_tombstones_and_gaps(kafka, t
 
     store = new_store(bootstrap, topic_prefix)
     store.data["stale"] = "left from before"  # loading adds to what the dict holds
-    loaded = await store.bulk_load({TP(topic, 0), TP(topic, 1)})
+    ends = await end_offsets(bootstrap, topic, 2)
+    loaded = await load_changelogs({tp: store for tp in ends}, ends,
+                                   {"bootstrap_servers": bootstrap}, time.monotonic() + 60)
 
     expected = {"stale": "left from before", "a": {"v": 2}, "b": 3, "again": [3],
                 ("w", 7): "windowed", "json-null": None, "t": "in-tx", "c": {"v": "tx"}}
     assert dict(store.data) == expected
     assert store._key_partition == {  # noqa: SLF001 - what faust drops keys of revoked partitions by
         "a": 0, "b": 0, "again": 0, ("w", 7): 0, "json-null": 0, "t": 0, "c": 1}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
-        ends = await consumer.end_offsets(parts)
-    finally:
-        await consumer.stop()
     # the end is behind the commit marker: the last offset loaded is never a delivered one
-    assert loaded == {TP(topic, 0): ends[parts[0]] - 1, TP(topic, 1): ends[parts[1]] - 1}
-    assert ends[parts[0]] - 1 not in await delivered_offsets(bootstrap, topic, 0)
+    assert loaded == {tp: end - 1 for tp, end in ends.items()}
+    assert ends[TP(topic, 0)] - 1 not in await delivered_offsets(bootstrap, topic, 0)
 
 
 async def test_bulk_load_of_an_empty_partition_reports_nothing_to_replay(kafka, topic_prefix):
@@ -137,6 +142,24 @@ async def test_bulk_load_of_an_empty_partition_reports_nothing_to_replay(kafka, 
     create_topics(kafka.bootstrap, [topic], partitions=2, config=COMPACT)
     await produce(kafka.bootstrap, topic, [(1, "k", "v")])
     store = new_store(kafka.bootstrap, topic_prefix)
-    loaded = await store.bulk_load({TP(topic, 0), TP(topic, 1)})
+    ends = await end_offsets(kafka.bootstrap, topic, 2)
+    loaded = await load_changelogs({tp: store for tp in ends}, ends,
+                                   {"bootstrap_servers": kafka.bootstrap}, time.monotonic() + 60)
     assert loaded == {TP(topic, 0): -1, TP(topic, 1): 0}
     assert dict(store.data) == {"k": "v"}
+
+
+async def test_bulk_load_stops_at_the_given_end_and_at_the_deadline(kafka, topic_prefix):
+    """Up to faust's highwater only; out of time, it reports how far it read (faust replays
+    the rest from there)."""
+    topic = f"{topic_prefix}app-t-changelog"
+    create_topics(kafka.bootstrap, [topic], partitions=2, config=COMPACT)
+    await produce(kafka.bootstrap, topic, [(0, "k", i) for i in range(5)])
+    client = {"bootstrap_servers": kafka.bootstrap}
+    store = new_store(kafka.bootstrap, topic_prefix)
+    tp = TP(topic, 0)
+    assert await load_changelogs({tp: store}, {tp: 3}, client, time.monotonic() + 60) == {tp: 2}
+    assert dict(store.data) == {"k": 2}
+    late = new_store(kafka.bootstrap, topic_prefix + "late")
+    assert await load_changelogs({tp: late}, {tp: 5}, client, time.monotonic() - 1) == {tp: -1}
+    assert dict(late.data) == {}
