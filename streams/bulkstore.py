@@ -213,10 +213,19 @@ class BulkRecovery(Recovery):
         deadline = time.monotonic() + LOAD_SHARE_OF_TIMEOUT * conf.broker_request_timeout
         exactly_once = conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
         loader = next(iter(targets.values())).loader  # one app, one cluster
-        read = await load_changelogs(
-            targets, {tp: self.active_highwaters[tp] + 1 for tp in targets}, loader, deadline,
-            # as faust's consumer reads them: aborted writes are skipped only with exactly-once
-            "read_committed" if exactly_once else "read_uncommitted")
+        try:
+            read = await load_changelogs(
+                targets, {tp: self.active_highwaters[tp] + 1 for tp in targets}, loader,
+                deadline,
+                # as faust's consumer reads them: aborted writes are skipped only with
+                # exactly-once
+                "read_committed" if exactly_once else "read_uncommitted")
+        except Exception:
+            # faust replays these partitions from their beginning over what was loaded: the
+            # same state, only slower
+            log.exception("bulk recovery failed; faust's recovery replays %d partitions",
+                          len(targets))
+            return
         for tp, offset in read.items():
             targets[tp].pending.discard(tp)
             previous = destination.get(tp)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 import faust
@@ -17,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
 from bando.infra import create_topics
-from streams.bulkstore import BulkMemoryStore, bulk_table, load_changelogs
+from streams.bulkstore import BulkMemoryStore, BulkTableManager, bulk_table, load_changelogs
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +86,8 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[TP, i
 
 def new_store(bootstrap: str, topic_prefix: str) -> BulkMemoryStore:
     app = faust.App(f"{topic_prefix}app", broker=f"kafka://{bootstrap}", store="memory://",
-                    key_serializer="json", value_serializer="json", autodiscover=False)
+                    key_serializer="json", value_serializer="json", autodiscover=False,
+                    TableManager=BulkTableManager)
     table = bulk_table(app, "t", {"bootstrap_servers": bootstrap}, default=None, partitions=2)
     store = table.data
     assert isinstance(store, BulkMemoryStore)
@@ -163,3 +165,42 @@ async def test_bulk_load_stops_at_the_given_end_and_at_the_deadline(kafka, topic
     late = new_store(kafka.bootstrap, topic_prefix + "late")
     assert await load_changelogs({tp: late}, {tp: 5}, client, time.monotonic() - 1) == {tp: -1}
     assert dict(late.data) == {}
+
+
+async def test_recovery_loads_newly_active_partitions_up_to_its_highwater(kafka, topic_prefix):
+    """``BulkRecovery``: partitions that became active are loaded up to faust's highwater and
+    their start offsets set; kept ones are left to faust; a failed load leaves all to faust."""
+    from bando.infra.ports import free_port
+
+    topic = f"{topic_prefix}app-t-changelog"
+    create_topics(kafka.bootstrap, [topic], partitions=2, config=COMPACT)
+    await produce(kafka.bootstrap, topic, [(0, "a", 1), (0, "b", 2), (0, "a", 3), (1, "c", 4)])
+    store = new_store(kafka.bootstrap, topic_prefix)
+    app, table = store.app, store.table
+    p0, p1 = TP(topic, 0), TP(topic, 1)
+    actives = {p0, p1}
+    app.assignor.assigned_actives = lambda: set(actives)
+    await store.on_rebalance(set(), set(), set())
+    assert store.pending == {p0, p1}
+
+    recovery = app.tables.recovery
+    recovery.tp_to_table.update({p0: table, p1: table})
+    recovery.active_highwaters.update({p0: 1, p1: 0})  # faust's highwater: last offset
+    offsets: Counter[TP] = Counter()
+    offsets[p0] = offsets[p1] = None  # type: ignore[assignment]  # as faust's Recovery sets
+    await recovery._bulk_load({p0, p1}, offsets)  # noqa: SLF001
+    assert dict(offsets) == {p0: 1, p1: 0}
+    assert dict(store.data) == {"a": 1, "b": 2, "c": 4}  # "a": 3 is after the highwater
+    assert store.pending == set()
+
+    actives = {p0}  # p1 moves away, then comes back: loaded again; p0 was kept: not
+    await store.on_rebalance(set(), set(), set())
+    actives = {p0, p1}
+    await store.on_rebalance(set(), set(), set())
+    assert store.pending == {p1}
+
+    store.loader = {"bootstrap_servers": f"127.0.0.1:{free_port()}"}  # nothing listens
+    offsets = Counter()
+    await recovery._bulk_load({p0, p1}, offsets)  # noqa: SLF001
+    assert dict(offsets) == {}
+    assert store.pending == {p1}
