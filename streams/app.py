@@ -14,7 +14,8 @@ Input path: faust hands a stream one message at a time (per message: four tasks 
 ``Service.wait_first``, a queue hop, sensors, an ack), about 100 us of overhead, which alone
 capped a worker near 5,000 events/s. ``BatchConsumer`` gives each fetched batch of
 ``procedure-events`` records to the scorer directly and acks their offsets in bulk; faust still
-owns the group membership, assignment, table recovery, and commits (producer flushed first).
+owns the group membership, assignment, table recovery (its changelogs read in bulk:
+``streams.bulkstore``), and commits (producer flushed first).
 """
 
 from __future__ import annotations

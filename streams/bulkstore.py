@@ -141,11 +141,11 @@ async def load_changelogs(targets: Mapping[TP, BulkMemoryStore], ends: Mapping[T
     parts = {TopicPartition(tp.topic, tp.partition): tp for tp in targets}
     counts: Counter[BulkMemoryStore] = Counter()
     read: dict[TP, int] = {}
-    await consumer.start()
     enabled = gc.isenabled()
     # A million new dicts would run the cyclic collector over the growing heap many times.
     gc.disable()
     try:
+        await consumer.start()
         consumer.assign(list(parts))
         await consumer.seek_to_beginning(*parts)
         todo: set[TopicPartition] = set()
