@@ -85,6 +85,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dossiers", type=int, default=1_000_000)
     ap.add_argument("--bootstrap", help="use a running broker instead of starting one")
+    ap.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
+                    help="record the restarted worker with py-spy from its start (raw stacks)")
+    ap.add_argument("--log-level", default="warning",
+                    help="of the restarted worker (info shows the bulk loads' timings)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bando-recovery-"))
     broker = None
@@ -123,8 +127,14 @@ def main() -> int:
         worker.wait(30)
 
         t_restart = time.perf_counter()
-        worker = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(tmp / "w2.log", "wb"),  # noqa: SIM115
+        worker = subprocess.Popen(cmd + ["--log-level", args.log_level], cwd=REPO, env=env,
+                                  stdout=open(tmp / "w2.log", "wb"),  # noqa: SIM115
                                   stderr=subprocess.STDOUT)
+        if args.py_spy:
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(worker.pid), "-d",
+                                    str(args.py_spy), "-r", "200", "-f", "raw", "-o",
+                                    str(tmp / "w2.pyspy.txt")], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
         unit = load_catalog().units[0].unit_id
         probe = orjson.dumps({
             "event_id": f"{tag}-probe", "type": "dossier.received",
@@ -138,6 +148,9 @@ def main() -> int:
                                           t_restart + 600))
         print(f"recovery: SIGKILL, restart -> probe event scored in {seen - t_restart:.1f}s "
               f"({args.dossiers} open dossiers in state; goal 30 s)")
+        if args.py_spy:
+            spy.wait(args.py_spy + 30)
+            print(f"py-spy stacks: {tmp / 'w2.pyspy.txt'}; worker log: {tmp / 'w2.log'}")
     finally:
         if worker is not None and worker.poll() is None:
             worker.terminate()

@@ -41,6 +41,7 @@ FLAG_NAMES = {
     "e_result": E_RESULT,
 }
 _RECEIVED_FLAGS = E_RESULT - 1
+_FLAG_KEYS = frozenset(FLAG_NAMES)
 
 
 def _flag(bit: int) -> property:
@@ -141,9 +142,10 @@ class Dossier:
             d.procedure_id = sys.intern(data["procedure_id"])
         d.due = data.get("due") or 0
         flags = data.get("flags") or 0
-        for name, bit in FLAG_NAMES.items():
-            if data.get(name):  # the older form
-                flags |= bit
+        if not _FLAG_KEYS.isdisjoint(data):  # the older form (a rebuild reads millions)
+            for name, bit in FLAG_NAMES.items():
+                if data.get(name):
+                    flags |= bit
         d.flags = flags
         d.digitized = data.get("digitized")
         d.synced = data.get("synced")

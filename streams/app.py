@@ -14,7 +14,8 @@ Input path: faust hands a stream one message at a time (per message: four tasks 
 ``Service.wait_first``, a queue hop, sensors, an ack), about 100 us of overhead, which alone
 capped a worker near 5,000 events/s. ``BatchConsumer`` gives each fetched batch of
 ``procedure-events`` records to the scorer directly and acks their offsets in bulk; faust still
-owns the group membership, assignment, table recovery, and commits (producer flushed first).
+owns the group membership, assignment, table recovery (its changelogs read in bulk:
+``streams.bulkstore``), and commits (producer flushed first).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bando.settings import Settings
 from schemas import EventRejected
 from scoring.catalog import Catalog, load_catalog
 from scoring.model import Model, load_model
+from streams.bulkstore import BulkTableManager, bulk_table
 from streams.dlq import dlq_record
 from streams.ranker import RankerCore
 from streams.scorer import Message, ScorerCore
@@ -226,6 +228,7 @@ def create_app(
         # SASL/SCRAM (or TLS) from Settings; None keeps PLAINTEXT (bando.kafka_auth)
         broker_credentials=kafka_auth.faust_credentials(settings),
         store="memory://",
+        TableManager=BulkTableManager,  # changelogs read in bulk on recovery (bulk_table)
         datadir=datadir,
         autodiscover=False,
         topic_partitions=settings.partitions,
@@ -256,13 +259,15 @@ def create_app(
     band_changes = app.topic(settings.band_changes_topic, **raw)
     at_risk = app.topic(settings.at_risk_topic, **raw)
 
+    # Newly active changelog partitions are read in bulk by the tables' store (streams.bulkstore);
+    # faust's recovery applies the rest in batches of recovery_buffer_size (default 1,000).
+    loader = {"bootstrap_servers": settings.kafka_bootstrap, **kafka_auth.client_kwargs(settings)}
     tables = {
-        # recovery applies changelog records in batches of recovery_buffer_size (default 1,000)
-        name: app.Table(name, default=None, partitions=settings.partitions,
-                        recovery_buffer_size=10_000)
+        name: bulk_table(app, name, loader, default=None, partitions=settings.partitions,
+                         recovery_buffer_size=10_000)
         for name in SCORER_TABLES
     }
-    ranked = app.Table("ranked", default=None, partitions=1)
+    ranked = bulk_table(app, "ranked", loader, default=None, partitions=1)
     if now_us is None:
         def now_us() -> int:
             return time.time_ns() // 1000
@@ -289,10 +294,14 @@ def create_app(
 
     @tables["facts"].on_recover
     async def _rebuild_scorer() -> None:
-        scorer.rebuild(assigned(settings.events_topic))
-        # The recovered state is long-lived: keep the cyclic GC from re-scanning it (a million
-        # dossiers took seconds per full collection).
-        gc.collect()
+        # A million new objects would run the cyclic GC over the growing heap many times; the
+        # recovered state is long-lived, so it is frozen, not scanned (a collection before
+        # the freeze found 5 objects in a 1M-dossier state and cost 1-2 s).
+        gc.disable()
+        try:
+            scorer.rebuild(assigned(settings.events_topic))
+        finally:
+            gc.enable()
         gc.freeze()
         ready["scorer"] = True
 

@@ -34,15 +34,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Worker:
     """``bando worker`` as a real process, so it can be SIGKILLed."""
 
-    def __init__(self, settings: Settings, log_path: Path):
+    def __init__(self, settings: Settings, log_path: Path, log_level: str = "warning"):
         self.settings = settings
         self.log_path = log_path
+        self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bando.cli", "worker", "--log-level", "warning"],
+            [sys.executable, "-m", "bando.cli", "worker", "--log-level", self.log_level],
             cwd=REPO, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
         )
         return self
@@ -99,6 +100,30 @@ async def produce_ticks(bootstrap: str, topic: str, partitions: int, at: str, ta
             await producer.send_and_wait(topic, orjson.dumps(tick), partition=p)
     finally:
         await producer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` not yet committed by ``group`` (all of them before it commits)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(tps)
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        except Exception:  # no coordinator before the group's first member joins
+            committed = {}
+        return sum(end - max(committed[tp].offset if tp in committed else 0, 0)
+                   for tp, end in ends.items())
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 async def read_all(bootstrap: str, topic: str, idle_ms: int = 1500) -> list[Any]:
