@@ -53,6 +53,20 @@ def _kind(spec: dict[str, Any], defs: dict[str, Any]) -> Kind:
     raise ValueError(f"schema construct not supported by the compiler: {spec}")
 
 
+def _is_integer(v: Any) -> bool:
+    """JSON Schema's ``integer``: a number with no fractional part, so ``5.0`` is one (the SPEC
+    says only "integer"; where it is silent the schema decides). A bool is not a number."""
+    return type(v) is int or (type(v) is float and v.is_integer())
+
+
+def _json_equal(v: Any, const: Any) -> bool:
+    """JSON Schema's ``const`` equality: numbers compare by value (``1.0`` is ``1``), and
+    ``true`` is not ``1``."""
+    if type(const) is int and type(v) is float:
+        return v == const
+    return type(v) is type(const) and v == const
+
+
 def _compile_field(kind: Kind) -> Check:
     if kind[0] == "timestamp":
         return (lambda v: None if parse_ts(v) is not None else "is not an RFC 3339 timestamp "
@@ -63,14 +77,14 @@ def _compile_field(kind: Kind) -> Check:
                 else f"must be one of {', '.join(allowed)}")
     if kind[0] == "const":
         const = kind[1]
-        return lambda v: None if v == const and type(v) is type(const) else f"must be {const!r}"
+        return lambda v: None if _json_equal(v, const) else f"must be {const!r}"
     if kind[0] == "bool":
         return lambda v: None if v is True or v is False else "must be true or false"
     if kind[0] == "int":
         lo = kind[1]
 
         def check_int(v: Any) -> str | None:
-            if type(v) is not int:
+            if not _is_integer(v):
                 return "must be an integer"
             if lo is not None and v < lo:
                 return f"must be >= {lo}"
@@ -127,7 +141,7 @@ def _value_test(kind: Kind, var: str) -> str:
         return f"({var} is True or {var} is False)"
     if kind[0] == "int":
         low = "" if kind[1] is None else f" and {var} >= {kind[1]!r}"
-        return f"type({var}) is int{low}"
+        return f"type({var}) is int{low}"  # 5.0 and the like: the reference decides
     if kind[0] == "enum":
         allowed = ", ".join(repr(v) for v in sorted(kind[1]))
         return f"type({var}) is str and {var} in {{{allowed}}}"
@@ -160,18 +174,22 @@ def _fast_source(event_type: str, rules: _TypeRules, common: dict[str, Kind]) ->
             out.append(f"    if not ({_value_test(kinds[n], var[n])}):")
         out.append("        return None")
     out.append(f"    n = {len(required) + 1}")
-    # optional fields of the type: absent or null is fine
+    # optional fields of the type: absent is fine, present must be valid (null is not: the
+    # schema says "string" or "timestamp", and the SPEC types them the same)
     for n in optional:
         out += [f"    {var[n]} = body.get({n!r})", f"    if {var[n]} is not None:",
                 "        n += 1", f"        if not ({_value_test(kinds[n], var[n])}):",
-                "            return None", f"    elif {n!r} in body:", "        n += 1"]
-    # optional common fields: checked when present, null included (ticks ignore unit_id)
+                "            return None", f"    elif {n!r} in body:", "        return None"]
+    # optional common fields: checked when present (a tick's unit_id too, though it names
+    # no catalog unit)
     out += ["    if 'schema_version' in body:", "        n += 1",
             "        sv = body['schema_version']",
             f"        if not ({_value_test(common['schema_version'], 'sv')}):",
             "            return None"]
     if tick:
-        out += ["    if 'unit_id' in body:", "        n += 1"]
+        out += ["    if 'unit_id' in body:", "        n += 1", "        unit = body['unit_id']",
+                f"        if not ({_value_test(common['unit_id'], 'unit')}):",
+                "            return None"]
     out += ["    if n != len(body) and not extras_ok(body):", "        return None"]
     out += ["    ts = parse_ts(v1)", "    if ts is None:", "        return None"]
     out.append("    times = {}" if rules.timestamps else "    times = NO_TIMES")
@@ -310,15 +328,13 @@ class Validator:
                 raise EventRejected("schema_violation", f"field {name!r} is required")
         for name, check in _COMMON.items():
             if name in body and (problem := check(body[name])) is not None:
-                if name == "unit_id" and event_type == "clock.tick":
-                    continue
                 raise EventRejected("schema_violation", f"field {name!r} {problem}")
         for name in rules.required:
             if name not in body:
                 raise EventRejected("schema_violation", f"{event_type}: field {name!r} is required")
         times: dict[str, int] = {}
         for name, check in rules.checks.items():
-            if name not in body or (body[name] is None and name not in rules.required):
+            if name not in body:
                 continue
             if (problem := check(body[name])) is not None:
                 raise EventRejected("schema_violation", f"{event_type}: field {name!r} {problem}")
