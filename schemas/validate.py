@@ -16,7 +16,7 @@ for its verdict and its error. ``tests/scoring/test_perf_equivalence.py`` checks
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import orjson
 from schemas.exceptions import EventRejected
 from scoring.catalog import Catalog
 from scoring.events import EVENT_TYPES, NO_TIMES, Event, body_digest
-from scoring.timeutil import parse_ts
+from scoring.timeutil import FAST_TABLES, parse_ts
 
 SCHEMA_PATH = Path(__file__).parent / "procedure-event.schema.json"
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
@@ -152,14 +152,33 @@ def _value_test(kind: Kind, var: str) -> str:
     raise ValueError(kind)
 
 
+def _required_names(event_type: str, rules: _TypeRules) -> list[str]:
+    """The fields a fast check reads at once, in the order of its variables v0, v1, ..."""
+    required = ["event_id", "occurred_at"] + [n for n in rules.required if n != "unit_id"]
+    if event_type != "clock.tick":
+        required.insert(2, "unit_id")  # common field, required by every other type
+    return required
+
+
+def _parse_source(var: str, target: str, indent: str) -> list[str]:
+    """Source that sets ``target`` to ``parse_ts(var)`` or returns None: the two table lookups
+    of ``parse_ts``'s fast path inline (``scoring.timeutil.FAST_TABLES``), the call otherwise."""
+    return [f"{indent}{target} = hours.get({var}[:13])",
+            f"{indent}if {target} is not None:",
+            f"{indent}    rest = tails.get({var}[13:])",
+            f"{indent}    {target} = {target} + rest if rest is not None else parse_ts({var})",
+            f"{indent}else:",
+            f"{indent}    {target} = parse_ts({var})",
+            f"{indent}if {target} is None:",
+            f"{indent}    return None"]
+
+
 def _fast_source(event_type: str, rules: _TypeRules, common: dict[str, Kind]) -> str:
     """Source of ``fast(body, units) -> Event | None``: the checks
     of ``Validator.check`` for one event type, on a body that breaks none of them; None means
     "ask the reference" (never "rejected")."""
     tick = event_type == "clock.tick"
-    required = ["event_id", "occurred_at"] + [n for n in rules.required if n != "unit_id"]
-    if not tick:
-        required.insert(2, "unit_id")  # common field, required by every other type
+    required = _required_names(event_type, rules)
     optional = [n for n in rules.kinds if n not in required]
     kinds = {**rules.kinds, **{n: common[n] for n in ("event_id", "occurred_at", "unit_id")}}
     var = {name: f"v{i}" for i, name in enumerate(required + optional)}
@@ -191,20 +210,26 @@ def _fast_source(event_type: str, rules: _TypeRules, common: dict[str, Kind]) ->
                 f"        if not ({_value_test(common['unit_id'], 'unit')}):",
                 "            return None"]
     out += ["    if n != len(body) and not extras_ok(body):", "        return None"]
-    out += ["    ts = parse_ts(v1)", "    if ts is None:", "        return None"]
-    out.append("    times = {}" if rules.timestamps else "    times = NO_TIMES")
+    out += _parse_source("v1", "ts", "    ")
+    stamps = []
     for n in rules.timestamps:
         t = f"t_{var[n]}"
+        stamps.append(f"{n!r}: {t}")
         if n in required:
-            out += [f"    {t} = parse_ts({var[n]})", f"    if {t} is None:", "        return None",
-                    f"    times[{n!r}] = {t}"]
-        else:
-            out += [f"    if {var[n]} is not None:", f"        {t} = parse_ts({var[n]})",
-                    f"        if {t} is None:", "            return None",
-                    f"        times[{n!r}] = {t}"]
+            out += _parse_source(var[n], t, "    ")
+        else:  # optional: no entry in ``times`` when absent
+            out += [f"    if {var[n]} is None:", "        times = NO_TIMES",
+                    "    else:", *_parse_source(var[n], t, "        "),
+                    f"        times = {{{n!r}: {t}}}"]
+    if len(stamps) > 1:
+        raise ValueError(f"{event_type}: the fast check handles one timestamp besides occurred_at")
+    if not rules.timestamps:
+        out.append("    times = NO_TIMES")
+    elif rules.timestamps[0] in required:
+        out.append(f"    times = {{{stamps[0]}}}")
     # the rules JSON Schema cannot say (as in ``Validator.check``)
     if "due_at" in rules.timestamps:
-        out += ["    if 'due_at' in times and times['due_at'] <= ts:", "        return None"]
+        out += [f"    if t_{var['due_at']} <= ts:", "        return None"]
     if "full_online" in rules.kinds:
         channel = var["channel"] if "channel" in required else "body.get('channel')"
         out += [f"    if {var['full_online']} is True and {channel} != 'online':",
@@ -237,8 +262,9 @@ def _compile_fast(
             return True
 
         source = _fast_source(event_type, type_rules, common)
+        hours, tails = FAST_TABLES
         namespace: dict[str, Any] = {"parse_ts": parse_ts, "make": Event, "extras_ok": extras_ok,
-                                     "NO_TIMES": NO_TIMES}
+                                     "NO_TIMES": NO_TIMES, "hours": hours, "tails": tails}
         exec(compile(source, f"<fast check {event_type}>", "exec"), namespace)  # noqa: S102
         fast[event_type] = namespace["fast"]
         sources[event_type] = source
@@ -303,6 +329,14 @@ class Validator:
                         return event
                 return self.check(body)
         return self.check(self.decode(raw))  # raises the rejection
+
+    def fast_path(self) -> tuple[Mapping[str, FastCheck], Container[str]]:
+        """For a caller that runs its own decode loop (the offline load): the per-type fast
+        checks, and the units to pass them as ``fast(body, units)``. Like ``fast_check``, an
+        answer of None means "call ``validate``". Offline only: they do not read the clock."""
+        if self.now_us is not None:
+            raise ValueError("the fast checks alone do not refuse future timestamps")
+        return _FAST, self._members
 
     def fast_check(self, body: dict[str, Any]) -> Event | None:
         """The Event ``check`` would return, or None when unsure (``check`` then decides)."""

@@ -330,6 +330,37 @@ def test_load_equals_the_reference_path(tmp_path: Path) -> None:
         1 for _ in iter_lines(path))
 
 
+def test_load_reads_odd_lines_as_the_reference_does(tmp_path: Path) -> None:
+    """``load`` decodes each line unstripped and runs the fast checks itself: whitespace
+    around an event, CRLF, padding that crosses the size limit only before stripping, blank
+    and whitespace-only lines, non-JSON whitespace (\\x0c), non-objects and repeats must all
+    come out as through ``accept``."""
+    body = {"event_id": "e1", "type": "dossier.synced", "occurred_at": OCC, "unit_id": "u1",
+            "dossier_id": "d1"}
+    line = orjson.dumps(body)
+    near = 4096 - len(line)  # padding that puts the unstripped line just over the limit
+    lines = [
+        line, b"  " + orjson.dumps({**body, "event_id": "e2"}) + b" \t",
+        orjson.dumps({**body, "event_id": "e3"}) + b"\r",
+        orjson.dumps({**body, "event_id": "e4"}) + b" " * near,
+        orjson.dumps({**body, "event_id": "e5"}) + b" " * (near + 5),
+        b"", b"   ", b"\x0c" + orjson.dumps({**body, "event_id": "e6"}) + b"\x0c",
+        b"[1, 2]", b"null", b'"text"', b"{", line, orjson.dumps({**body, "dossier_id": "d2"}),
+        orjson.dumps({**body, "event_id": "e7", "type": "dossier.teleported"}),
+        orjson.dumps({**body, "event_id": "e8", "type": ["x"]}),
+        orjson.dumps({**body, "event_id": "e9", "unit_id": "u3"}),
+        orjson.dumps({**body, "event_id": "e10", "officer_id": None}),
+    ]
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    loaded = load(path, UNITS, VN766, max_bytes=4096)
+    rejected, engine = _reference_load(path)
+    assert [r.to_dict() for r in loaded.rejected] == [r.to_dict() for r in rejected]
+    assert _state(loaded.engine) == _state(engine)
+    assert loaded.accepted == 6 and loaded.duplicates == 1
+    assert loaded.max_ts == parse_ts(OCC)
+
+
 def test_load_from_a_pipe_keeps_digests_and_agrees(tmp_path: Path) -> None:
     path = _mixed_file(tmp_path)
     fifo = tmp_path / "events.fifo"
