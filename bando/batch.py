@@ -107,13 +107,14 @@ def load(
         offset = 0
         for number, line in enumerate(fh, 1):
             start = offset
-            offset += len(line)
+            size = len(line)
+            offset += size
             # JSON allows the line's own whitespace around the object, so no strip() first; a
             # line over the limit before stripping may be under it after: validate() decides.
             # Not an object, no known type, or the fast check unsure: validate() decides too
             # (the fast checks raise nothing themselves; were one to, the verdict is the same)
             event = None
-            if len(line) <= limit:
+            if size <= limit:
                 try:
                     body = loads(line)
                     event = fast_checks[body["type"]](body, units)
@@ -135,8 +136,9 @@ def load(
                     max_ts = event.ts
                 unit_id = event.unit_id
                 if unit_id is not None:  # Engine.apply, inline
-                    state = states.get(unit_id)
-                    if state is None:
+                    try:
+                        state = states[unit_id]
+                    except KeyError:
                         state = states[unit_id] = UnitState()
                     apply_event(state, event)
             elif status == CONFLICT:

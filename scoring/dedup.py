@@ -74,16 +74,18 @@ class FirstSeen:
         """Classify and remember a first sighting."""
         event_id = event.event_id
         tag = _hash(event_id) | 1
-        slots, size = self._slots, self._size
-        i = (tag >> 1) % size
-        while (other := slots[2 * i]) != 0:
+        slots = self._slots
+        j = (tag >> 1) % self._size * 2  # the tag's place in ``slots``; the token's is j + 1
+        while (other := slots[j]) != 0:
             if other == tag:
-                first = self.body_at(slots[2 * i + 1])
+                first = self.body_at(slots[j + 1])
                 if first["event_id"] == event_id:
                     return classify(body_digest(first), event.digest)
-            i = i + 1 if i + 1 < size else 0
-        slots[2 * i] = tag
-        slots[2 * i + 1] = token
+            j += 2
+            if j == len(slots):
+                j = 0
+        slots[j] = tag
+        slots[j + 1] = token
         self._room -= 1
         if not self._room:
             self._grow()
