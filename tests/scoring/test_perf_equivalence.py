@@ -262,6 +262,21 @@ def test_first_seen_equals_deduper(events: list[dict[str, Any]], collide: bool) 
         mp.undo()
 
 
+def test_first_seen_probes_wrap_around_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every id hashes to the last slot: probes run off the end of the table and go on at the
+    start, through a growth too, and the verdicts are still ``Deduper``'s."""
+    monkeypatch.setattr(scoring.dedup, "_hash", lambda _: 31)  # (31 >> 1) % 16 == 15
+    bodies = [{"event_id": f"e{i % 12}", "type": "clock.tick", "n": i // 12 % 2 * (i % 3)}
+              for i in range(40)]
+    first = FirstSeen(lambda i: bodies[i], expected=1)
+    assert first.capacity == 16
+    reference = Deduper()
+    for i, body in enumerate(bodies):
+        assert first.check(_event(body), i) == reference.check(body["event_id"],
+                                                               _event(body).digest), i
+    assert first.count == 12 and first.capacity == 32
+
+
 def test_first_seen_grows() -> None:
     first = FirstSeen(lambda i: {"event_id": f"e{i}"}, expected=1)
     for i in range(5000):
