@@ -212,6 +212,14 @@ def test_fast_checks_leave_cross_field_and_nested_cases_to_the_reference() -> No
         v.validate(orjson.dumps({**synced, "full_online": True}))
 
 
+def test_fast_path_for_own_loops_is_offline_only() -> None:
+    """``fast_path`` hands out the checks without the clock test: a live validator refuses."""
+    checks, units = Validator(UNITS).fast_path()
+    assert set(checks) == set(EVENT_TYPES) and "u1" in units
+    with pytest.raises(ValueError):
+        Validator(UNITS, now_us=lambda: 0).fast_path()
+
+
 def test_fast_path_still_refuses_the_future() -> None:
     occurred = parse_ts(OCC)
     assert occurred is not None
