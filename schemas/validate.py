@@ -16,7 +16,7 @@ for its verdict and its error. ``tests/scoring/test_perf_equivalence.py`` checks
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import orjson
 from schemas.exceptions import EventRejected
 from scoring.catalog import Catalog
 from scoring.events import EVENT_TYPES, NO_TIMES, Event, body_digest
-from scoring.timeutil import parse_ts
+from scoring.timeutil import FAST_TABLES, parse_ts
 
 SCHEMA_PATH = Path(__file__).parent / "procedure-event.schema.json"
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
@@ -53,6 +53,20 @@ def _kind(spec: dict[str, Any], defs: dict[str, Any]) -> Kind:
     raise ValueError(f"schema construct not supported by the compiler: {spec}")
 
 
+def _is_integer(v: Any) -> bool:
+    """JSON Schema's ``integer``: a number with no fractional part, so ``5.0`` is one (the SPEC
+    says only "integer"; where it is silent the schema decides). A bool is not a number."""
+    return type(v) is int or (type(v) is float and v.is_integer())
+
+
+def _json_equal(v: Any, const: Any) -> bool:
+    """JSON Schema's ``const`` equality: numbers compare by value (``1.0`` is ``1``), and
+    ``true`` is not ``1``."""
+    if type(const) is int and type(v) is float:
+        return v == const
+    return type(v) is type(const) and v == const
+
+
 def _compile_field(kind: Kind) -> Check:
     if kind[0] == "timestamp":
         return (lambda v: None if parse_ts(v) is not None else "is not an RFC 3339 timestamp "
@@ -63,14 +77,14 @@ def _compile_field(kind: Kind) -> Check:
                 else f"must be one of {', '.join(allowed)}")
     if kind[0] == "const":
         const = kind[1]
-        return lambda v: None if v == const and type(v) is type(const) else f"must be {const!r}"
+        return lambda v: None if _json_equal(v, const) else f"must be {const!r}"
     if kind[0] == "bool":
         return lambda v: None if v is True or v is False else "must be true or false"
     if kind[0] == "int":
         lo = kind[1]
 
         def check_int(v: Any) -> str | None:
-            if type(v) is not int:
+            if not _is_integer(v):
                 return "must be an integer"
             if lo is not None and v < lo:
                 return f"must be >= {lo}"
@@ -127,7 +141,7 @@ def _value_test(kind: Kind, var: str) -> str:
         return f"({var} is True or {var} is False)"
     if kind[0] == "int":
         low = "" if kind[1] is None else f" and {var} >= {kind[1]!r}"
-        return f"type({var}) is int{low}"
+        return f"type({var}) is int{low}"  # 5.0 and the like: the reference decides
     if kind[0] == "enum":
         allowed = ", ".join(repr(v) for v in sorted(kind[1]))
         return f"type({var}) is str and {var} in {{{allowed}}}"
@@ -138,14 +152,33 @@ def _value_test(kind: Kind, var: str) -> str:
     raise ValueError(kind)
 
 
+def _required_names(event_type: str, rules: _TypeRules) -> list[str]:
+    """The fields a fast check reads at once, in the order of its variables v0, v1, ..."""
+    required = ["event_id", "occurred_at"] + [n for n in rules.required if n != "unit_id"]
+    if event_type != "clock.tick":
+        required.insert(2, "unit_id")  # common field, required by every other type
+    return required
+
+
+def _parse_source(var: str, target: str, indent: str) -> list[str]:
+    """Source that sets ``target`` to ``parse_ts(var)`` or returns None: the two table lookups
+    of ``parse_ts``'s fast path inline (``scoring.timeutil.FAST_TABLES``), the call otherwise."""
+    return [f"{indent}{target} = hours.get({var}[:13])",
+            f"{indent}if {target} is not None:",
+            f"{indent}    rest = tails.get({var}[13:])",
+            f"{indent}    {target} = {target} + rest if rest is not None else parse_ts({var})",
+            f"{indent}else:",
+            f"{indent}    {target} = parse_ts({var})",
+            f"{indent}if {target} is None:",
+            f"{indent}    return None"]
+
+
 def _fast_source(event_type: str, rules: _TypeRules, common: dict[str, Kind]) -> str:
     """Source of ``fast(body, units) -> Event | None``: the checks
     of ``Validator.check`` for one event type, on a body that breaks none of them; None means
     "ask the reference" (never "rejected")."""
     tick = event_type == "clock.tick"
-    required = ["event_id", "occurred_at"] + [n for n in rules.required if n != "unit_id"]
-    if not tick:
-        required.insert(2, "unit_id")  # common field, required by every other type
+    required = _required_names(event_type, rules)
     optional = [n for n in rules.kinds if n not in required]
     kinds = {**rules.kinds, **{n: common[n] for n in ("event_id", "occurred_at", "unit_id")}}
     var = {name: f"v{i}" for i, name in enumerate(required + optional)}
@@ -160,33 +193,43 @@ def _fast_source(event_type: str, rules: _TypeRules, common: dict[str, Kind]) ->
             out.append(f"    if not ({_value_test(kinds[n], var[n])}):")
         out.append("        return None")
     out.append(f"    n = {len(required) + 1}")
-    # optional fields of the type: absent or null is fine
+    # optional fields of the type: absent is fine, present must be valid (null is not: the
+    # schema says "string" or "timestamp", and the SPEC types them the same)
     for n in optional:
         out += [f"    {var[n]} = body.get({n!r})", f"    if {var[n]} is not None:",
                 "        n += 1", f"        if not ({_value_test(kinds[n], var[n])}):",
-                "            return None", f"    elif {n!r} in body:", "        n += 1"]
-    # optional common fields: checked when present, null included (ticks ignore unit_id)
+                "            return None", f"    elif {n!r} in body:", "        return None"]
+    # optional common fields: checked when present (a tick's unit_id too, though it names
+    # no catalog unit)
     out += ["    if 'schema_version' in body:", "        n += 1",
             "        sv = body['schema_version']",
             f"        if not ({_value_test(common['schema_version'], 'sv')}):",
             "            return None"]
     if tick:
-        out += ["    if 'unit_id' in body:", "        n += 1"]
+        out += ["    if 'unit_id' in body:", "        n += 1", "        unit = body['unit_id']",
+                f"        if not ({_value_test(common['unit_id'], 'unit')}):",
+                "            return None"]
     out += ["    if n != len(body) and not extras_ok(body):", "        return None"]
-    out += ["    ts = parse_ts(v1)", "    if ts is None:", "        return None"]
-    out.append("    times = {}" if rules.timestamps else "    times = NO_TIMES")
+    out += _parse_source("v1", "ts", "    ")
+    stamps = []
     for n in rules.timestamps:
         t = f"t_{var[n]}"
+        stamps.append(f"{n!r}: {t}")
         if n in required:
-            out += [f"    {t} = parse_ts({var[n]})", f"    if {t} is None:", "        return None",
-                    f"    times[{n!r}] = {t}"]
-        else:
-            out += [f"    if {var[n]} is not None:", f"        {t} = parse_ts({var[n]})",
-                    f"        if {t} is None:", "            return None",
-                    f"        times[{n!r}] = {t}"]
+            out += _parse_source(var[n], t, "    ")
+        else:  # optional: no entry in ``times`` when absent
+            out += [f"    if {var[n]} is None:", "        times = NO_TIMES",
+                    "    else:", *_parse_source(var[n], t, "        "),
+                    f"        times = {{{n!r}: {t}}}"]
+    if len(stamps) > 1:
+        raise ValueError(f"{event_type}: the fast check handles one timestamp besides occurred_at")
+    if not rules.timestamps:
+        out.append("    times = NO_TIMES")
+    elif rules.timestamps[0] in required:
+        out.append(f"    times = {{{stamps[0]}}}")
     # the rules JSON Schema cannot say (as in ``Validator.check``)
     if "due_at" in rules.timestamps:
-        out += ["    if 'due_at' in times and times['due_at'] <= ts:", "        return None"]
+        out += [f"    if t_{var['due_at']} <= ts:", "        return None"]
     if "full_online" in rules.kinds:
         channel = var["channel"] if "channel" in required else "body.get('channel')"
         out += [f"    if {var['full_online']} is True and {channel} != 'online':",
@@ -219,8 +262,9 @@ def _compile_fast(
             return True
 
         source = _fast_source(event_type, type_rules, common)
+        hours, tails = FAST_TABLES
         namespace: dict[str, Any] = {"parse_ts": parse_ts, "make": Event, "extras_ok": extras_ok,
-                                     "NO_TIMES": NO_TIMES}
+                                     "NO_TIMES": NO_TIMES, "hours": hours, "tails": tails}
         exec(compile(source, f"<fast check {event_type}>", "exec"), namespace)  # noqa: S102
         fast[event_type] = namespace["fast"]
         sources[event_type] = source
@@ -286,6 +330,14 @@ class Validator:
                 return self.check(body)
         return self.check(self.decode(raw))  # raises the rejection
 
+    def fast_path(self) -> tuple[Mapping[str, FastCheck], Container[str]]:
+        """For a caller that runs its own decode loop (the offline load): the per-type fast
+        checks, and the units to pass them as ``fast(body, units)``. Like ``fast_check``, an
+        answer of None means "call ``validate``". Offline only: they do not read the clock."""
+        if self.now_us is not None:
+            raise ValueError("the fast checks alone do not refuse future timestamps")
+        return _FAST, self._members
+
     def fast_check(self, body: dict[str, Any]) -> Event | None:
         """The Event ``check`` would return, or None when unsure (``check`` then decides)."""
         event_type = body.get("type")
@@ -310,15 +362,13 @@ class Validator:
                 raise EventRejected("schema_violation", f"field {name!r} is required")
         for name, check in _COMMON.items():
             if name in body and (problem := check(body[name])) is not None:
-                if name == "unit_id" and event_type == "clock.tick":
-                    continue
                 raise EventRejected("schema_violation", f"field {name!r} {problem}")
         for name in rules.required:
             if name not in body:
                 raise EventRejected("schema_violation", f"{event_type}: field {name!r} is required")
         times: dict[str, int] = {}
         for name, check in rules.checks.items():
-            if name not in body or (body[name] is None and name not in rules.required):
+            if name not in body:
                 continue
             if (problem := check(body[name])) is not None:
                 raise EventRejected("schema_violation", f"{event_type}: field {name!r} {problem}")

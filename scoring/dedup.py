@@ -46,48 +46,54 @@ class FirstSeen:
     and digests are computed for repeats only. Tokens must be in ``0 .. 2**63 - 1``.
 
     Open addressing with linear probing; slot ``i`` is ``slots[2i]`` (tag, 0 = empty) and
-    ``slots[2i + 1]`` (token), kept at most half full so that a probe rarely looks at more
-    than two slots. ``expected``: how many ids to size it for (it doubles when half full, so a
-    good guess saves re-inserting everything).
+    ``slots[2i + 1]`` (token), side by side so that a probe touches one cache line. Kept at
+    most half full, so a probe rarely looks at more than two slots. ``expected``: how many ids
+    to size it for (it doubles when half full, so a good guess saves re-inserting everything).
     """
 
     def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16):
         self.body_at = body_at
-        self.count = 0
-        self._reset(max(16, 2 * expected + 1))
+        self._reset(max(16, 2 * expected + 1), 0)
 
     @property
     def capacity(self) -> int:
         """Slots in the table (16 bytes each)."""
         return self._size
 
-    def _reset(self, size: int) -> None:
+    @property
+    def count(self) -> int:
+        """Ids in the table."""
+        return self._size // 2 - self._room
+
+    def _reset(self, size: int, count: int) -> None:
         self._size = size
-        self._limit = size // 2
+        self._room = size // 2 - count  # insertions left before the table grows
         self._slots = array("q", bytes(16 * size))
 
     def check(self, event: Event, token: int) -> str:
         """Classify and remember a first sighting."""
         event_id = event.event_id
         tag = _hash(event_id) | 1
-        slots, size = self._slots, self._size
-        i = (tag >> 1) % size
-        while (other := slots[2 * i]) != 0:
+        slots = self._slots
+        j = (tag >> 1) % self._size * 2  # the tag's place in ``slots``; the token's is j + 1
+        while (other := slots[j]) != 0:
             if other == tag:
-                first = self.body_at(slots[2 * i + 1])
+                first = self.body_at(slots[j + 1])
                 if first["event_id"] == event_id:
                     return classify(body_digest(first), event.digest)
-            i = i + 1 if i + 1 < size else 0
-        slots[2 * i] = tag
-        slots[2 * i + 1] = token
-        self.count += 1
-        if self.count > self._limit:
+            j += 2
+            if j == len(slots):
+                j = 0
+        slots[j] = tag
+        slots[j + 1] = token
+        self._room -= 1
+        if not self._room:
             self._grow()
         return NEW
 
     def _grow(self) -> None:
         old = self._slots
-        self._reset(2 * self._size)
+        self._reset(2 * self._size, self.count)
         slots, size = self._slots, self._size
         for j in range(0, len(old), 2):
             tag = old[j]

@@ -84,6 +84,10 @@ _HOURS: dict[str, int] = {}
 _MIN_SEC = {f":{m:02d}:{s:02d}": (m * 60 + s) * 1_000_000 for m in range(60) for s in range(60)}
 _OFFSETS: dict[str, int] = {}
 _REST: dict[str, int] = {}
+# For generated code that inlines the fast path (``schemas.validate``): when both
+# ``FAST_TABLES[0].get(text[:13])`` and ``FAST_TABLES[1].get(text[13:])`` are found, their sum
+# is ``parse_ts(text)``; otherwise call ``parse_ts``. The tables are cleared, never replaced.
+FAST_TABLES = (_HOURS, _REST)
 _MAX_ENTRIES = 500_000  # hours: about 57 years per separator; then a table starts over
 _OFFSET_PROBE = "2000-01-01T00:00:00"
 

@@ -119,7 +119,7 @@ def test_clock_tick_may_carry_no_unit(v: Validator) -> None:
     assert v.validate(raw(body_of("clock.tick", unit_id="nowhere"))).unit_id is None
 
 
-@pytest.mark.parametrize("version", [DROP, 1])
+@pytest.mark.parametrize("version", [DROP, 1, 1.0])
 def test_schema_version_absent_or_one(v: Validator, version: object) -> None:
     v.validate(raw(body_of("dossier.synced", schema_version=version)))
 
@@ -280,6 +280,11 @@ SCHEMA_VIOLATIONS = [
     ("full_online postal", "dossier.received", {"channel": "postal"}),
     ("bad new_due_at", "dossier.supplement_requested", {"new_due_at": "soon"}),
     ("officer_id a number", "dossier.completed", {"officer_id": 5}),
+    ("officer_id null", "dossier.completed", {"officer_id": None}),
+    ("new_due_at null", "dossier.supplement_requested", {"new_due_at": None}),
+    ("tick unit_id a number", "clock.tick", {"unit_id": 5}),
+    ("tick unit_id null", "clock.tick", {"unit_id": None}),
+    ("tick unit_id empty", "clock.tick", {"unit_id": ""}),
     ("bad occurred_at", "dossier.synced", {"occurred_at": "2024-04-01T01:00:00"}),
 ]
 
@@ -466,7 +471,7 @@ def test_schema_fields_match_spec_table() -> None:
 
 def agreement_samples() -> list[tuple[str, dict | list | str, bool]]:
     """(name, body, valid?) where the verdict is expressible in JSON Schema alone (no catalog,
-    no cross-field rules, no Python-vs-ECMA regex or 1-vs-1.0 subtleties)."""
+    no cross-field rules, no Python-vs-ECMA regex subtleties)."""
     samples: list[tuple[str, dict | list | str, bool]] = []
     for t in sorted(EVENT_TYPES):
         samples.append((f"valid {t}", body_of(t), True))
@@ -507,6 +512,28 @@ def agreement_samples() -> list[tuple[str, dict | list | str, bool]]:
                                               new_due_at="2024-04-01"), False),
         ("officer_id number", body_of("dossier.withdrawn", officer_id=3), False),
         ("officer_id string", body_of("dossier.withdrawn", officer_id="o-3"), True),
+        # optional means "may be absent", not "may be null": the SPEC types both fields
+        ("officer_id null", body_of("dossier.received", officer_id=None), False),
+        ("new_due_at null", body_of("dossier.supplement_requested", new_due_at=None), False),
+        ("petition officer_id null (an extra field there)",
+         body_of("petition.resolved", officer_id=None), True),
+        # a tick names no unit, but a unit_id it carries is still a string (SPEC: unit_id)
+        ("tick unit_id number", body_of("clock.tick", unit_id=5), False),
+        ("tick unit_id list", body_of("clock.tick", unit_id=["u1"]), False),
+        ("tick unit_id null", body_of("clock.tick", unit_id=None), False),
+        ("tick unit_id 129", body_of("clock.tick", unit_id="u" * 129), False),
+        ("tick unit_id string", body_of("clock.tick", unit_id="u1"), True),
+        # JSON Schema's integer is a number without a fraction: 5.0 is one
+        ("amount 5.0", body_of("dossier.paid", amount_vnd=5.0), True),
+        ("amount 0.0", body_of("dossier.paid", amount_vnd=0.0), True),
+        ("amount 1e20", body_of("dossier.paid", amount_vnd=1e20), True),
+        ("amount 10.5", body_of("dossier.paid", amount_vnd=10.5), False),
+        ("amount -1.0", body_of("dossier.paid", amount_vnd=-1.0), False),
+        ("amount true", body_of("dossier.paid", amount_vnd=True), False),
+        ("schema_version 1.0", body_of("dossier.synced", schema_version=1.0), True),
+        ("schema_version 1.5", body_of("dossier.synced", schema_version=1.5), False),
+        ("schema_version true", body_of("dossier.synced", schema_version=True), False),
+        ("schema_version null", body_of("dossier.synced", schema_version=None), False),
     ]
     return samples
 

@@ -212,6 +212,14 @@ def test_fast_checks_leave_cross_field_and_nested_cases_to_the_reference() -> No
         v.validate(orjson.dumps({**synced, "full_online": True}))
 
 
+def test_fast_path_for_own_loops_is_offline_only() -> None:
+    """``fast_path`` hands out the checks without the clock test: a live validator refuses."""
+    checks, units = Validator(UNITS).fast_path()
+    assert set(checks) == set(EVENT_TYPES) and "u1" in units
+    with pytest.raises(ValueError):
+        Validator(UNITS, now_us=lambda: 0).fast_path()
+
+
 def test_fast_path_still_refuses_the_future() -> None:
     occurred = parse_ts(OCC)
     assert occurred is not None
@@ -260,6 +268,21 @@ def test_first_seen_equals_deduper(events: list[dict[str, Any]], collide: bool) 
             assert verdict in (NEW, DUPLICATE, CONFLICT)
     finally:
         mp.undo()
+
+
+def test_first_seen_probes_wrap_around_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every id hashes to the last slot: probes run off the end of the table and go on at the
+    start, through a growth too, and the verdicts are still ``Deduper``'s."""
+    monkeypatch.setattr(scoring.dedup, "_hash", lambda _: 31)  # (31 >> 1) % 16 == 15
+    bodies = [{"event_id": f"e{i % 12}", "type": "clock.tick", "n": i // 12 % 2 * (i % 3)}
+              for i in range(40)]
+    first = FirstSeen(lambda i: bodies[i], expected=1)
+    assert first.capacity == 16
+    reference = Deduper()
+    for i, body in enumerate(bodies):
+        assert first.check(_event(body), i) == reference.check(body["event_id"],
+                                                               _event(body).digest), i
+    assert first.count == 12 and first.capacity == 32
 
 
 def test_first_seen_grows() -> None:
@@ -328,6 +351,37 @@ def test_load_equals_the_reference_path(tmp_path: Path) -> None:
     assert _state(loaded.engine) == _state(engine)
     assert loaded.accepted + loaded.duplicates + len(loaded.rejected) == sum(
         1 for _ in iter_lines(path))
+
+
+def test_load_reads_odd_lines_as_the_reference_does(tmp_path: Path) -> None:
+    """``load`` decodes each line unstripped and runs the fast checks itself: whitespace
+    around an event, CRLF, padding that crosses the size limit only before stripping, blank
+    and whitespace-only lines, non-JSON whitespace (\\x0c), non-objects and repeats must all
+    come out as through ``accept``."""
+    body = {"event_id": "e1", "type": "dossier.synced", "occurred_at": OCC, "unit_id": "u1",
+            "dossier_id": "d1"}
+    line = orjson.dumps(body)
+    near = 4096 - len(line)  # padding that puts the unstripped line just over the limit
+    lines = [
+        line, b"  " + orjson.dumps({**body, "event_id": "e2"}) + b" \t",
+        orjson.dumps({**body, "event_id": "e3"}) + b"\r",
+        orjson.dumps({**body, "event_id": "e4"}) + b" " * near,
+        orjson.dumps({**body, "event_id": "e5"}) + b" " * (near + 5),
+        b"", b"   ", b"\x0c" + orjson.dumps({**body, "event_id": "e6"}) + b"\x0c",
+        b"[1, 2]", b"null", b'"text"', b"{", line, orjson.dumps({**body, "dossier_id": "d2"}),
+        orjson.dumps({**body, "event_id": "e7", "type": "dossier.teleported"}),
+        orjson.dumps({**body, "event_id": "e8", "type": ["x"]}),
+        orjson.dumps({**body, "event_id": "e9", "unit_id": "u3"}),
+        orjson.dumps({**body, "event_id": "e10", "officer_id": None}),
+    ]
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    loaded = load(path, UNITS, VN766, max_bytes=4096)
+    rejected, engine = _reference_load(path)
+    assert [r.to_dict() for r in loaded.rejected] == [r.to_dict() for r in rejected]
+    assert _state(loaded.engine) == _state(engine)
+    assert loaded.accepted == 6 and loaded.duplicates == 1
+    assert loaded.max_ts == parse_ts(OCC)
 
 
 def test_load_from_a_pipe_keeps_digests_and_agrees(tmp_path: Path) -> None:
