@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema  # a dev dependency (pyproject): this test must never be skipped
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,8 +23,6 @@ from hypothesis import strategies as st
 from schemas import EventRejected, Validator
 from schemas.validate import SCHEMA_PATH
 from scoring.events import EVENT_TYPES
-
-jsonschema = pytest.importorskip("jsonschema")
 
 
 class _EveryUnit:
