@@ -143,3 +143,25 @@ def rate(model: Model, counts: dict[str, tuple[int, int]], scored: bool = True) 
         whole += 1
     total = whole / scale  # = _round_ratio(a, b, total_digits)
     return Rated(total, Fraction(a, b), _band(bands, whole, scale), group_out, indicators, lost)
+
+
+def largest_losses(lost: dict[str, Fraction]) -> list[tuple[str, Fraction]]:
+    """The positive losses, largest first, ties by indicator id: exactly
+    ``sorted(..., key=lambda kv: (-kv[1], kv[0]))``, at a fraction of the cost (Fraction
+    comparisons were a sixth of a live flush). Sorting by the float is exact except where two
+    values share a float, and ``float`` never inverts an order, so only those runs are
+    re-sorted exactly."""
+    items = sorted(((-float(v), i, v) for i, v in lost.items() if v.numerator > 0),
+                   key=lambda x: (x[0], x[1]))
+    out: list[tuple[str, Fraction]] = []
+    start = 0
+    while start < len(items):
+        end = start + 1
+        while end < len(items) and items[end][0] == items[start][0]:
+            end += 1
+        run = items[start:end]
+        if len(run) > 1:
+            run.sort(key=lambda x: (-x[2], x[1]))
+        out.extend((i, v) for _, i, v in run)
+        start = end
+    return out

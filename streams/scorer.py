@@ -29,6 +29,7 @@ from scoring.events import Event
 from scoring.facts import Dossier, Petition, Publication, UnitState, apply_event
 from scoring.incremental import RecordKey, UnitCounts
 from scoring.model import Model
+from scoring.points import largest_losses
 from scoring.timeutil import Window, format_ts, window_of
 
 log = logging.getLogger(__name__)
@@ -297,10 +298,7 @@ class ScorerCore:
                 self._last_sent[k] = fingerprint
                 msg = score.to_dict()
                 del msg["rank"], msg["peer_count"]
-                # largest loss first, ties by indicator id (two stable sorts: no negated Fractions)
-                losses = sorted((kv for kv in score.rated.lost.items() if kv[1].numerator > 0),
-                                key=lambda kv: kv[0])
-                losses.sort(key=lambda kv: kv[1], reverse=True)
+                losses = largest_losses(score.rated.lost)  # largest first, ties by indicator id
                 msg.update({
                     "window": window.name,
                     "as_of": format_ts(t, tz),

@@ -398,3 +398,30 @@ def test_bando_rate_unreadable_input_fails(tmp_path: Path, capsys: pytest.Captur
 def test_bando_rate_missing_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rate", "--counts", str(tmp_path / "absent.json")]) != 0
     assert capsys.readouterr().out == ""
+
+
+def test_largest_losses_is_the_exact_sort_even_where_floats_collide() -> None:
+    import random
+    from fractions import Fraction
+
+    from scoring.points import largest_losses
+
+    rnd = random.Random(5)
+    big = 10**20  # values closer than a float can tell apart
+    for _ in range(300):
+        lost: dict[str, Fraction] = {}
+        for _k in range(rnd.randrange(0, 19)):
+            pick = rnd.random()
+            if pick < 0.3:
+                v = Fraction(rnd.randrange(0, 6), rnd.choice((1, 2, 4)))
+            elif pick < 0.6:
+                v = Fraction(5, 2) + Fraction(rnd.randrange(-3, 4), big)
+            else:
+                v = Fraction(rnd.randrange(0, 10**6), rnd.randrange(1, 10**6))
+            lost[f"ind{rnd.randrange(40):02d}"] = v
+        want = sorted(((i, v) for i, v in lost.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))
+        assert largest_losses(lost) == want
+    collide = {"a": Fraction(5, 2) + Fraction(1, big), "b": Fraction(5, 2),
+               "c": Fraction(5, 2) + Fraction(2, big)}
+    assert float(collide["a"]) == float(collide["c"])
+    assert [i for i, _ in largest_losses(collide)] == ["c", "a", "b"]
