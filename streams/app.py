@@ -133,7 +133,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         handlers: dict[str, BatchHandler] = self.transport.batch_handlers
         if not records or not handlers or not self.flow_active:
             return records, active
-        for tp in [tp for tp in records if tp.topic in handlers]:
+        # Topics in the transport's batch_first go first (the ranker's): a fetch can hold
+        # seconds of events, and ranking waiting behind them was the latency tail.
+        first: set[str] = self.transport.batch_first
+        for tp in sorted((tp for tp in records if tp.topic in handlers),
+                         key=lambda tp: tp.topic not in first):
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue  # paused: faust drops these too
             batch = records.pop(tp)
@@ -205,6 +209,7 @@ class BatchTransport(faust_aiokafka.Transport):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_handlers: dict[str, BatchHandler] = {}
+        self.batch_first: set[str] = set()  # topics whose batches are handled before others
 
 
 def internal_topic(settings: Settings) -> str:
@@ -421,6 +426,7 @@ def create_app(
             await asyncio.sleep(0)
 
     transport.batch_handlers[scored.get_topic_name()] = _rank_records
+    transport.batch_first.add(scored.get_topic_name())
 
     # Like the scorer agent: subscribes the group; records normally go to _rank_records.
     @app.agent(scored, name="bando-ranker")
