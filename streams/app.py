@@ -31,6 +31,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.utils.futures import notify
@@ -152,17 +153,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         leaves a partition with no commit (or a commit of 0) where the fetcher got to, so a
         brand-new group lost the events that arrived while it formed. Re-reading is safe:
         state is idempotent."""
-        committed = await self.seek_to_committed()
-        self._read_offset.update({
-            TP(tp.topic, tp.partition): offset if offset else None
-            for tp, offset in committed.items()})
-        self._committed_offset.update({
-            TP(tp.topic, tp.partition): offset
-            for tp, offset in committed.items() if offset})
+        await super().perform_seek()
         handlers: dict[str, BatchHandler] = self.transport.batch_handlers
-        fresh = [tp for tp, offset in committed.items() if not offset and tp.topic in handlers]
+        fresh = [tp for tp in self.assignment()
+                 if tp.topic in handlers and not self._read_offset.get(tp)]
         if fresh:
-            await self._thread.seek_to_beginning(*fresh)
+            await self._thread.seek_to_beginning(
+                *(TopicPartition(tp.topic, tp.partition) for tp in fresh))
+            for tp in fresh:
+                self._read_offset[tp] = None
             log.info("no committed offset: reading %s from the beginning",
                      ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))
 

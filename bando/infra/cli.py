@@ -21,6 +21,7 @@ from bando.infra.exceptions import InfraError
 from bando.infra.kafka import DEFAULT_KAFKA_VERSION, KafkaBroker, create_topics, ensure_kafka_jars
 from bando.infra.ports import port_is_free
 from bando.infra.redis import RedisServer
+from bando.kafka_auth import client_kwargs
 from bando.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ def ensure_project_topics(bootstrap: str, settings: Settings) -> list[str]:
     """Create the project's topics with ``settings.partitions``; return those created.
     Connects with the settings' credentials (on a secured cluster the topics usually exist
     already, created by the operator: then nothing is created)."""
-    from bando.kafka_auth import client_kwargs
-
     created: list[str] = []
     for name, config in project_topics(settings).items():
         created += create_topics(bootstrap, [name], settings.partitions,

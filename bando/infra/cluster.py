@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -26,36 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bando.infra.exceptions import InfraError
-from bando.infra.kafka import KafkaBroker, _recv_exact, new_cluster_id
+from bando.infra.kafka import KafkaBroker, metadata_broker_ids, new_cluster_id
 from bando.infra.ports import LOOPBACK, free_port
 
 log = logging.getLogger(__name__)
-
-
-def metadata_broker_ids(host: str, port: int, timeout: float = 2.0) -> set[int]:
-    """Node ids of the live (unfenced) brokers in a Metadata (v4) answer from ``host:port``.
-
-    Like ``bando.infra.kafka.metadata_broker_count`` (a plain socket, usable from sync code),
-    but it tells *which* brokers: a restarted node is ready when it lists itself, not when
-    it lists the other two.
-    """
-    client_id = b"bando-probe"
-    body = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id + struct.pack(">ib", 0, 0)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-        payload = _recv_exact(sock, size)
-    pos = 8  # correlation id, throttle time
-    (count,) = struct.unpack_from(">i", payload, pos)
-    pos += 4
-    ids: set[int] = set()
-    for _ in range(count):
-        node_id, host_len = struct.unpack_from(">ih", payload, pos)
-        pos += 6 + host_len + 4  # node id, host string, port
-        (rack_len,) = struct.unpack_from(">h", payload, pos)
-        pos += 2 + max(rack_len, 0)
-        ids.add(node_id)
-    return ids
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -237,6 +237,21 @@ def truths(events: Path, as_of: str, catalog: str = "") -> list[dict[str, Any]]:
     return [bando_score(events, as_of, w, catalog) for w in WINDOWS]
 
 
+class Scenario(NamedTuple):
+    as_of: str  # the final watermark
+    final: list[Msg]  # ticks that bring every partition to it
+    events: Path  # msgs + final as a file, for ``bando score``
+    expected: list[dict[str, Any]]  # the truth: ``bando score`` at as_of, month and year
+
+
+def scenario(msgs: list[Msg], partitions: int, tmp_path: Path, catalog: str = "") -> Scenario:
+    """What closes a test's messages (final ticks) and ``bando score``'s truth over both."""
+    as_of = final_time(msgs)
+    final = ticks(as_of, partitions, "final")
+    events = write_events(tmp_path / "events.jsonl", msgs + final)
+    return Scenario(as_of, final, events, truths(events, as_of, catalog))
+
+
 def diff_against(truth: dict[str, Any], latest: dict[tuple[str, str], dict[str, Any]]
                  ) -> list[str]:
     """Differences between a ``bando score`` report and the latest published messages."""
@@ -431,27 +446,33 @@ def longest_silence(arrivals: list[float], start: float, end: float) -> float:
     return max(b - a for a, b in zip(points, points[1:], strict=False))
 
 
-def read_topic(bootstrap: str, topic: str, client: dict[str, Any] | None = None,
-               idle_ms: int = 1500) -> list[tuple[int, int, bytes]]:
-    """Every record of ``topic`` as (partition, offset, value), read until idle."""
+def _read_all(bootstrap: str, topic: str, client: dict[str, Any] | None = None,
+              idle_ms: int = 1500) -> list[Any]:
+    """Every record of ``topic`` (aiokafka ``ConsumerRecord``s), read until idle."""
 
-    async def run() -> list[tuple[int, int, bytes]]:
+    async def run() -> list[Any]:
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False,
                                     **(client or {}))
         await consumer.start()
-        out: list[tuple[int, int, bytes]] = []
+        out: list[Any] = []
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=idle_ms)
                 if not batch:
                     return out
-                for tp, recs in batch.items():
-                    out.extend((tp.partition, r.offset, r.value) for r in recs)
+                for recs in batch.values():
+                    out.extend(recs)
         finally:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def read_topic(bootstrap: str, topic: str, client: dict[str, Any] | None = None,
+               idle_ms: int = 1500) -> list[tuple[int, int, bytes]]:
+    """Every record of ``topic`` as (partition, offset, value), read until idle."""
+    return [(r.partition, r.offset, r.value) for r in _read_all(bootstrap, topic, client, idle_ms)]
 
 
 def group_lag(bootstrap: str, group: str, topic: str,
@@ -647,24 +668,7 @@ def wait_listening(pid: int, count: int, timeout: float = 60.0) -> list[tuple[st
 def read_keys(bootstrap: str, topic: str, client: dict[str, Any] | None = None
               ) -> list[tuple[int, int, bytes | None]]:
     """Every record of ``topic`` as (partition, offset, key)."""
-
-    async def run() -> list[tuple[int, int, bytes | None]]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    **(client or {}))
-        await consumer.start()
-        out: list[tuple[int, int, bytes | None]] = []
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=1500)
-                if not batch:
-                    return out
-                for tp, recs in batch.items():
-                    out.extend((tp.partition, r.offset, r.key) for r in recs)
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(run())
+    return [(r.partition, r.offset, r.key) for r in _read_all(bootstrap, topic, client)]
 
 
 def never_processed(settings: Settings, msgs: Sequence[Msg], stats: ProduceStats,

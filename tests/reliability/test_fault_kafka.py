@@ -16,21 +16,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from fault_support import (
     ProducerThread,
     check_dlq,
-    final_time,
     group_lag,
     listening_sockets,
     longest_silence,
     produce,
     read_topic,
+    scenario,
     scores_equal,
     services,
     simulated_messages,
     tailing,
-    ticks,
-    truths,
     wait_until,
     worker,
-    write_events,
 )
 
 from bando.infra import KafkaBroker, ensure_project_topics
@@ -61,9 +58,7 @@ def test_broker_killed_and_restarted_mid_stream(live_settings: Settings, tmp_pat
         s = live_settings.with_(kafka_bootstrap=broker.bootstrap, coalesce_seconds=0.5)
         ensure_project_topics(s.kafka_bootstrap, s)
         msgs = simulated_messages("2024-03-04", "2024-03-10", s.partitions, seed=13)
-        as_of = final_time(msgs)
-        final = ticks(as_of, s.partitions, "final")
-        expected = truths(write_events(tmp_path / "events.jsonl", msgs + final), as_of)
+        as_of, final, _, expected = scenario(msgs, s.partitions, tmp_path)
         w = worker(s, tmp_path / "worker.log")
         with tailing(s.kafka_bootstrap, s.scores_topic) as tail, services(w):
             w.start()
@@ -125,9 +120,7 @@ def test_three_broker_cluster_survives_one_broker_killed(
             assert node.pid is not None
             assert {ip for ip, _ in listening_sockets(node.pid)} == {"127.0.0.1"}
         msgs = simulated_messages("2024-03-04", "2024-03-11", s.partitions, seed=14)
-        as_of = final_time(msgs)
-        final = ticks(as_of, s.partitions, "final")
-        expected = truths(write_events(tmp_path / "events.jsonl", msgs + final), as_of)
+        as_of, final, _, expected = scenario(msgs, s.partitions, tmp_path)
         w = worker(s, tmp_path / "worker.log")
         with tailing(s.kafka_bootstrap, s.scores_topic) as tail, services(w):
             w.start()

@@ -20,20 +20,17 @@ from fault_support import (
     Service,
     TopicTail,
     check_dlq,
-    final_time,
     group_assignment,
     group_lag,
     merged,
     produce,
     read_topic,
+    scenario,
     services,
     simulated_messages,
-    ticks,
-    truths,
     wait_scores_equal,
     wait_until,
     worker,
-    write_events,
 )
 
 from bando.settings import Settings
@@ -76,10 +73,7 @@ def test_worker_killed_repeatedly_during_heavy_input(
     own changelog recovery, one mid-stream again. Final scores equal the truth exactly."""
     s = fault_settings
     msgs = simulated_messages("2024-03-04", "2024-03-14", s.partitions, seed=11)
-    as_of = final_time(msgs)
-    final = ticks(as_of, s.partitions, "final")
-    events = write_events(tmp_path / "events.jsonl", msgs + final)
-    expected = truths(events, as_of)
+    as_of, final, events, expected = scenario(msgs, s.partitions, tmp_path)
     w = worker(s, tmp_path / "worker.log")
     rng = random.Random(7)
     recoveries: list[float] = []
@@ -131,10 +125,7 @@ def test_two_workers_one_killed_the_other_takes_over_then_it_returns(
     (the other one then holds standby replicas); the victim is a worker seen processing."""
     s = fault_settings
     msgs = simulated_messages("2024-03-04", "2024-03-11", s.partitions, seed=12)
-    as_of = final_time(msgs)
-    final = ticks(as_of, s.partitions, "final")
-    events = write_events(tmp_path / "events.jsonl", msgs + final)
-    expected = truths(events, as_of)
+    as_of, final, events, expected = scenario(msgs, s.partitions, tmp_path)
     first_half = len(msgs) // 2
     w1, w2 = worker(s, tmp_path / "w1.log"), worker(s, tmp_path / "w2.log")
 
@@ -192,9 +183,7 @@ def test_events_arriving_while_a_new_group_forms_are_not_skipped(
     the group rebalances three times before its offsets are committed. Nothing may be lost."""
     s = fault_settings
     msgs = simulated_messages("2024-03-04", "2024-03-06", s.partitions, seed=17)
-    as_of = final_time(msgs)
-    final = ticks(as_of, s.partitions, "final")
-    expected = truths(write_events(tmp_path / "events.jsonl", msgs + final), as_of)
+    as_of, final, _, expected = scenario(msgs, s.partitions, tmp_path)
     ws = [worker(s, tmp_path / f"w{i}.log") for i in (1, 2, 3)]
 
     def logs() -> str:

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 import pytest
+from event_samples import DUE, OCC
+from event_samples import VALID as BASE_BODIES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,26 +100,10 @@ def test_parser_refuses_non_strings(value: object) -> None:
 
 # ---------------------------------------------------------------- validator
 
-OCC, DUE = "2024-04-01T08:00:00+07:00", "2024-04-10T17:00:00+07:00"
+# the shared bodies, with an officer and a full-online submission on the received one
 VALID: dict[str, dict[str, Any]] = {
-    "dossier.received": {"dossier_id": "d1", "procedure_id": "p1", "channel": "online",
-                         "due_at": DUE, "online_eligible": True, "full_online": True,
-                         "fee_required": False, "reused_data": False, "pds_linked": True,
-                         "population_db": False, "officer_id": "o1"},
-    "dossier.digitized": {"dossier_id": "d1"},
-    "dossier.synced": {"dossier_id": "d1"},
-    "dossier.paid": {"dossier_id": "d1", "online": True, "amount_vnd": 50_000},
-    "dossier.supplement_requested": {"dossier_id": "d1", "new_due_at": DUE},
-    "dossier.completed": {"dossier_id": "d1", "e_result": True},
-    "dossier.withdrawn": {"dossier_id": "d1"},
-    "dossier.rated": {"dossier_id": "d1", "rating": "neutral"},
-    "petition.received": {"petition_id": "p1", "due_at": DUE},
-    "petition.resolved": {"petition_id": "p1"},
-    "petition.rated": {"petition_id": "p1", "rating": "dissatisfied"},
-    "procedure.published": {"procedure_id": "pr1", "announced_on_time": True,
-                            "publicized_on_time": False, "complete": True},
-    "clock.tick": {},
-}
+    **BASE_BODIES, "dossier.received": {**BASE_BODIES["dossier.received"], "full_online": True,
+                                        "officer_id": "o1"}}
 FIELDS = sorted({"event_id", "occurred_at", "unit_id", "schema_version", "type", "officer_id",
                  "channel", "full_online", "due_at", "new_due_at", "extra", "note",
                  *(k for v in VALID.values() for k in v)})

@@ -25,17 +25,14 @@ from fault_support import (
     Service,
     TopicTail,
     example_messages,
-    final_time,
     listening_sockets,
     produce,
     read_topic,
+    scenario,
     scores_equal,
     services,
-    ticks,
-    truths,
     wait_until,
     worker,
-    write_events,
 )
 
 from bando import kafka_auth
@@ -225,10 +222,7 @@ def test_the_scorer_scores_with_least_privilege_and_logs_no_secret(
     scores read as ``bando-board``: live equals ``bando score``; no password in any log."""
     s = secured.settings
     msgs = example_messages()
-    as_of = final_time(msgs)
-    final = ticks(as_of, s.partitions, "final")
-    expected = truths(write_events(tmp_path / "events.jsonl", msgs + final), as_of,
-                      s.catalog_path)
+    as_of, final, _, expected = scenario(msgs, s.partitions, tmp_path, s.catalog_path)
     worker_settings = secured.as_user("worker")
     password_file = tmp_path / "kafka-password"
     password_file.write_text(worker_settings.kafka_password + "\n")
