@@ -13,6 +13,7 @@ string is what a real load keeps. Passes over the same file, in one run:
              after the fold, per dossier (petitions and publications included, they are ~1%)
   baseline   the same with the dossier layout before issue 7 (a copy is kept below: 18 slots,
              (ts, id) tuples, booleans one slot each, procedure ids not shared)
+  breakdown  the facts' bytes by component (``sys.getsizeof``): where a smaller layout must cut
   dedup      ``scoring.dedup.FirstSeen`` (what ``bando score`` uses on a file) against the
              previous ``Deduper`` (event id -> digest), bytes per event (exact sizes, not
              traced: one array; a dict of its own id strings and digests)
@@ -29,6 +30,7 @@ import os
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,47 @@ def deduper_bytes(deduper: Deduper) -> int:
                                      seen.items())
 
 
+_TIMES = ("received_ts", "due", "digitized", "synced", "paid_online", "completed_ts", "withdrawn")
+
+
+def breakdown(states: dict[str, UnitState]) -> dict[str, float]:
+    """Bytes per dossier by component (``sys.getsizeof``, each object counted once): what a
+    smaller layout would have to remove. Small ints (-5..256) and interned procedure ids are
+    shared by CPython and cost nothing per dossier."""
+    size = sys.getsizeof
+    parts: Counter[str] = Counter()
+    counted: set[int] = set()
+
+    def once(obj: object) -> int:
+        if id(obj) in counted:
+            return 0
+        counted.add(id(obj))
+        return size(obj)
+
+    n = 0
+    for state in states.values():
+        parts["dict slots (unit's dossiers)"] += size(state.dossiers) - size({})
+        for key, d in state.dossiers.items():
+            n += 1
+            parts["dossier id (dict key)"] += once(key)
+            parts["Dossier object (13 slots)"] += size(d)
+            for name in _TIMES:
+                value = getattr(d, name)
+                if value is not None and not -5 <= value <= 256:
+                    parts["timestamps (int objects)"] += once(value)
+            for name in ("received_id", "completed_id"):
+                if value := getattr(d, name):
+                    parts["event ids (tie-breaks)"] += once(value)
+            for name in ("supplements", "ratings"):
+                facts = getattr(d, name)
+                if facts:
+                    parts[name] += size(facts) + sum(
+                        once(k) + size(v) + sum(once(x) for x in v if isinstance(x, int)
+                                                and not -5 <= x <= 256)
+                        for k, v in facts.items())
+    return {k: v / n for k, v in parts.most_common()} if n else {}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dossiers", type=int, default=1_000_000, help="about how many dossiers")
@@ -205,6 +248,7 @@ def main() -> int:
                              for s in engine.states.values())
     out["events"], out["dossiers"], out["records"] = n, dossiers, records
     out["facts"] = {"bytes": retained, "per_dossier": retained / dossiers, "seconds": secs}
+    out["facts_breakdown"] = breakdown(engine.states)
     engine.states.clear()
 
     old_states: dict[str, UnitState] = {}
@@ -241,6 +285,9 @@ def main() -> int:
     print(f"  HCMC year ({HCMC_YEAR_DOSSIERS / 1e6:.0f}M dossiers, {HCMC_YEAR_EVENTS / 1e6:.0f}M "
           f"events): facts {year['facts_gb']:.1f} GB (before {year['baseline_facts_gb']:.1f}), "
           f"dedup {year['dedup_gb']:.1f} GB (before {year['baseline_dedup_gb']:.1f})")
+    print("  facts by component (sys.getsizeof), bytes per dossier:")
+    for part, per in out["facts_breakdown"].items():
+        print(f"    {part:32} {per:>7.1f}")
     text = orjson.dumps(out, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.json:
