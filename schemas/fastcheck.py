@@ -38,7 +38,7 @@ def extras_check(known: Collection[str], schema_names: Collection[str]) -> Calla
     return extras_ok
 
 
-def _value_test(kind: Kind, var: str) -> str:
+def value_test(kind: Kind, var: str) -> str:
     """Python source that is true when ``var`` is a fine value of ``kind`` (timestamps are
     parsed separately)."""
     if kind[0] == "str":
@@ -66,67 +66,91 @@ def _required_names(event_type: str, rules: TypeRules) -> list[str]:
     return required
 
 
-def _parse_source(var: str, target: str, indent: str) -> list[str]:
+def _parse_source(var: str, target: str, indent: str, cached: bool = False) -> list[str]:
     """Source that sets ``target`` to ``parse_ts(var)`` or returns None: the two table lookups
-    of ``parse_ts``'s fast path inline (``scoring.timeutil.FAST_TABLES``), the call otherwise."""
-    return [f"{indent}{target} = hours.get({var}[:13])",
-            f"{indent}if {target} is not None:",
-            f"{indent}    rest = tails.get({var}[13:])",
-            f"{indent}    {target} = {target} + rest if rest is not None else parse_ts({var})",
-            f"{indent}else:",
-            f"{indent}    {target} = parse_ts({var})",
-            f"{indent}if {target} is None:",
-            f"{indent}    return None"]
+    of ``parse_ts``'s fast path inline (``scoring.timeutil.FAST_TABLES``), the call otherwise.
+    ``cached``: look the whole text up in ``stamps`` first, and remember it there (for fields
+    with few distinct values, such as deadlines)."""
+    lines = [f"{target} = hours.get({var}[:13])",
+             f"if {target} is not None:",
+             f"    rest = tails.get({var}[13:])",
+             f"    {target} = {target} + rest if rest is not None else parse_ts({var})",
+             "else:",
+             f"    {target} = parse_ts({var})",
+             f"if {target} is None:",
+             "    return None"]
+    if cached:
+        lines = [f"{target} = stamps.get({var})",
+                 f"if {target} is None:",
+                 *("    " + line for line in lines),
+                 f"    if len(stamps) < {_STAMPS_KEPT}:",
+                 f"        stamps[{var}] = {target}"]
+    return [indent + line for line in lines]
+
+
+_STAMPS_KEPT = 100_000
 
 
 def fast_source(
     event_type: str,
     rules: TypeRules,
     common: dict[str, Kind],
-    unit_test: Callable[[str], str] | None = None,
+    test_of: Callable[[str, Kind, str], str | None] | None = None,
+    cached_stamps: Collection[str] = (),
     finish: Callable[[dict[str, str], str], list[str]] | None = None,
-    name: str = "fast",
+    signature: str = "fast(body, units)",
 ) -> str:
     """Source of ``fast(body, units) -> Event | None``: the checks
     of ``Validator.check`` for one event type, on a body that breaks none of them; None means
     "ask the reference" (never "rejected").
 
-    Hooks for the fused code: ``unit_test(var)`` is the membership test of a unit id (default
-    ``var in units``); ``finish(names, unit)`` the lines that run once every check passed, with
-    ``ts`` and ``times`` set (``names``: field name -> variable; ``unit``: the unit's variable,
-    or "None" for a tick); the default builds the ``Event``."""
+    Hooks for the fused code (``bando.fastload``): ``test_of(name, kind, var)`` may replace the
+    test of a field of the type (an expression true when the value is fine, "" for no test
+    here: then ``finish`` must make it), or return None for the usual one (``unit_id``'s is
+    ``var in units``); ``cached_stamps``: timestamp fields looked up whole in a dict ``stamps``
+    before being parsed; ``finish(names, unit)``: the lines that run once every check passed,
+    with ``ts`` and ``times`` set (``names``: field name -> variable; ``unit``: the unit's
+    variable, or "None" for a tick); the default builds the ``Event``. ``signature``: the
+    function's name and parameters (``units`` may come from an enclosing scope instead)."""
     tick = event_type == "clock.tick"
     required = _required_names(event_type, rules)
     optional = [n for n in rules.kinds if n not in required]
     kinds = {**rules.kinds, **{n: common[n] for n in ("event_id", "occurred_at", "unit_id")}}
     var = {name: f"v{i}" for i, name in enumerate(required + optional)}
-    out = [f"def {name}(body, units):", "    try:"]
+
+    def test(n: str) -> str:
+        custom = None if test_of is None else test_of(n, kinds[n], var[n])
+        if custom is not None:
+            return custom
+        if n == "unit_id":
+            return f"{value_test(kinds[n], var[n])} and {var[n]} in units"
+        return value_test(kinds[n], var[n])
+
+    out = [f"def {signature}:", "    try:"]
     out += [f"        {var[n]} = body[{n!r}]" for n in required]
     out += ["    except KeyError:", "        return None"]
     # required fields ("type" was read already to pick this function)
     for n in required:
-        if n == "unit_id":
-            member = f"{var[n]} in units" if unit_test is None else unit_test(var[n])
-            out.append(f"    if not ({_value_test(kinds[n], var[n])} and {member}):")
-        else:
-            out.append(f"    if not ({_value_test(kinds[n], var[n])}):")
-        out.append("        return None")
+        if condition := test(n):
+            out += [f"    if not ({condition}):", "        return None"]
     out.append(f"    n = {len(required) + 1}")
     # optional fields of the type: absent is fine, present must be valid (null is not: the
     # schema says "string" or "timestamp", and the SPEC types them the same)
     for n in optional:
         out += [f"    {var[n]} = body.get({n!r})", f"    if {var[n]} is not None:",
-                "        n += 1", f"        if not ({_value_test(kinds[n], var[n])}):",
-                "            return None", f"    elif {n!r} in body:", "        return None"]
+                "        n += 1"]
+        if condition := test(n):
+            out += [f"        if not ({condition}):", "            return None"]
+        out += [f"    elif {n!r} in body:", "        return None"]
     # optional common fields: checked when present (a tick's unit_id too, though it names
     # no catalog unit)
     out += ["    if 'schema_version' in body:", "        n += 1",
             "        sv = body['schema_version']",
-            f"        if not ({_value_test(common['schema_version'], 'sv')}):",
+            f"        if not ({value_test(common['schema_version'], 'sv')}):",
             "            return None"]
     if tick:
         out += ["    if 'unit_id' in body:", "        n += 1", "        unit = body['unit_id']",
-                f"        if not ({_value_test(common['unit_id'], 'unit')}):",
+                f"        if not ({value_test(common['unit_id'], 'unit')}):",
                 "            return None"]
     out += ["    if n != len(body) and not extras_ok(body):", "        return None"]
     out += _parse_source("v1", "ts", "    ")
@@ -134,11 +158,12 @@ def fast_source(
     for n in rules.timestamps:
         t = f"t_{var[n]}"
         stamps.append(f"{n!r}: {t}")
+        cached = n in cached_stamps
         if n in required:
-            out += _parse_source(var[n], t, "    ")
+            out += _parse_source(var[n], t, "    ", cached)
         else:  # optional: no entry in ``times`` when absent
             out += [f"    if {var[n]} is None:", "        times = NO_TIMES",
-                    "    else:", *_parse_source(var[n], t, "        "),
+                    "    else:", *_parse_source(var[n], t, "        ", cached),
                     f"        times = {{{n!r}: {t}}}"]
     if len(stamps) > 1:
         raise ValueError(f"{event_type}: the fast check handles one timestamp besides occurred_at")
