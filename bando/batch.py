@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from bando.fastload import MIN_TS, fused_functions
+from bando.fastload import MIN_TS, FusedLoad
 from bando.settings import Settings
 from schemas import EventRejected, Validator
 from scoring.catalog import Catalog
@@ -91,7 +91,8 @@ def load(
     loaded = Loaded(engine)
     # the live worker's limit, so a replay and the live map agree on what is too large
     limit = Settings.from_env().max_message_bytes if max_bytes is None else max_bytes
-    validate = Validator(catalog, max_bytes=limit).validate
+    validator = Validator(catalog, max_bytes=limit)
+    validate = validator.validate
     loads, not_json = orjson.loads, orjson.JSONDecodeError
     # every unit's state up front, so the fused code finds a unit and its table in one lookup;
     # those no event reached are dropped at the end (as if never made)
@@ -102,16 +103,18 @@ def load(
     with open(path, "rb") as fh, ExitStack() as stack:
         stack.enter_context(_cyclic_gc_paused())
         check: Callable[[Event, int], str]
-        table: FirstSeen | None = None
+        fused: FusedLoad | None = None
+        functions: Mapping[str, Callable[[dict[str, Any], int], Event | bool | None]]
         if fh.seekable():
             again = stack.enter_context(open(path, "rb"))
             expected = os.fstat(fh.fileno()).st_size // _TYPICAL_LINE
-            table = FirstSeen(partial(_body_at, again), expected)
-            check, add = table.check, table.add
-        else:  # a pipe: keep digests, as the live worker does; the fused code only checks
-            check, add = _by_digest(Deduper()), _never_new
-        fused, fused_last_ts = fused_functions(
-            {u: state.dossiers for u, state in states.items()}, add)
+            fused = FusedLoad({u: state.dossiers for u, state in states.items()},
+                              FirstSeen(partial(_body_at, again), expected))
+            functions, check = fused.functions, fused.check
+        else:  # a pipe: keep digests, as the live worker does; the fast checks only check
+            checks, members = validator.fast_path()
+            functions = {t: partial(_fast_only, f, members) for t, f in checks.items()}
+            check = _by_digest(Deduper())
         offset = 0
         for number, line in enumerate(fh, 1):
             start = offset
@@ -126,7 +129,7 @@ def load(
             if size <= limit:
                 try:
                     body = loads(line)
-                    event = fused[body["type"]](body, start)
+                    event = functions[body["type"]](body, start)
                 except (not_json, KeyError, TypeError):
                     pass
                 if event is True:  # new, accepted and folded
@@ -153,9 +156,10 @@ def load(
             else:
                 duplicates += 1
     # every new id went into the table, through either path
-    loaded.accepted = accepted if table is None else table.count
+    loaded.accepted = accepted if fused is None else fused.count()
     loaded.duplicates = duplicates
-    max_ts = max(max_ts, fused_last_ts())
+    if fused is not None:
+        max_ts = max(max_ts, fused.last_ts())
     loaded.max_ts = max_ts if loaded.accepted else None
     engine.states = {u: state for u, state in states.items()
                      if state.dossiers or state.petitions or state.publications}
@@ -191,8 +195,10 @@ def _body_at(fh: BinaryIO, offset: int) -> dict[str, Any]:
     return body
 
 
-def _never_new(event_id: str, token: int) -> bool:
-    return False
+def _fast_only(
+    fast: Callable[[dict[str, Any], Any], Event | None], units: Any, body: dict[str, Any], _: int
+) -> Event | None:
+    return fast(body, units)
 
 
 def _by_digest(deduper: Deduper) -> Callable[[Event, int], str]:

@@ -28,18 +28,16 @@ import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import scoring.dedup
 from schemas.fastcheck import Kind, extras_check, fast_source, value_test
 from schemas.validate import _COMMON_KINDS, _RULES
+from scoring.dedup import FirstSeen
 from scoring.events import NO_TIMES, Event
 from scoring.facts import DOSSIER_FOLDS, Dossier
 from scoring.timeutil import FAST_TABLES, parse_ts
 
 Fused = Callable[[dict[str, Any], int], "Event | bool | None"]
-# add(event_id, token) -> bool: ``scoring.dedup.FirstSeen.add``, or "never new" for a caller
-# that de-duplicates each event itself
-Add = Callable[[str, int], bool]
 MIN_TS = -(1 << 63)
-
 
 # string fields with few distinct values: a value once found fine is remembered in a set
 # (``known_<field>``), so later events pay one membership test instead of the type and length
@@ -67,47 +65,98 @@ def _test_of(event_type: str) -> Callable[[str, Kind, str], str | None]:
     return test_of
 
 
-def _finish(event_type: str) -> Callable[[dict[str, str], str], list[str]]:
+# ``FirstSeen.add``, inline on the factory's copies of the table's state (``slots``, ``mask``,
+# ``room``; see ``_FACTORY``): a tag already there is a repeat, or rarely another id with the
+# same hash: the caller's ``check`` decides
+_ADD = """\
+    tag = hash_({event_id}) | 1
+    j = tag & mask
+    while (other := slots[j]) != 0:
+        if other == tag:
+            return make(v0, {event_type!r}, ts, {unit}, body, None, times)
+        j = (j + 2) & mask
+    slots[j] = tag
+    slots[j + 1] = token
+    room -= 1
+    if not room:
+        grow()
+"""
+
+
+def _finish(event_type: str, i: int) -> Callable[[dict[str, str], str], list[str]]:
     """The lines after the checks: de-duplicate, fold, answer."""
 
     def finish(var: dict[str, str], unit: str) -> list[str]:
         out = []
+        dossier = var.get("dossier_id")
         if event_type in DOSSIER_FOLDS:
-            dossier = var["dossier_id"]
-            dossier_ok = value_test(_RULES[event_type].kinds["dossier_id"], dossier)
+            dossier_ok = value_test(_RULES[event_type].kinds["dossier_id"], str(dossier))
             out += [f"    d = dossiers.get({dossier})",  # dossiers: from the unit test
                     "    if d is None:",
                     f"        if not ({dossier_ok}):",
                     "            return None"]
-        out += ["    nonlocal max_ts",
-                f"    if not add({var['event_id']}, token):",
-                f"        return make(v0, {event_type!r}, ts, {unit}, body, None, times)",
+        out += ["    nonlocal max_ts, room",
+                *_ADD.format(event_id=var["event_id"], event_type=event_type,
+                             unit=unit).splitlines(),
                 "    if ts > max_ts:",
                 "        max_ts = ts"]
         if event_type in DOSSIER_FOLDS:
             out += ["    if d is None:",
-                    f"        d = dossiers[{var['dossier_id']}] = Dossier()",
-                    "    fold(d, ts, v0, body, times)"]
+                    f"        d = dossiers[{dossier}] = Dossier()",
+                    f"    fold_{i}(d, ts, v0, body, times)"]
         return out + ["    return True"]
 
     return finish
 
 
-def _factory_source(event_type: str) -> str:
-    """``factory(units, add) -> (fused, last_ts)``: ``units`` maps each catalog unit id to its
-    dossier table, ``last_ts()`` is the latest ``occurred_at`` this function accepted."""
-    rules = _RULES[event_type]
-    finish = _finish(event_type) if event_type in DOSSIER_FOLDS or event_type == "clock.tick" \
-        else None  # the rare petitions and publications: the Event, for the reference path
-    source = fast_source(event_type, rules, _COMMON_KINDS, test_of=_test_of(event_type),
-                         cached_stamps=_CACHED_STAMPS, finish=finish,
-                         signature="fused(body, token)")
-    known = [f"    known_{name} = set()" for name in _FEW_VALUES if name in rules.kinds]
-    return "\n".join(["def factory(units, add):",
-                      "    max_ts = MIN_TS",
-                      *known,
-                      textwrap.indent(source, "    ").rstrip(),
-                      "    return fused, lambda: max_ts", ""])
+# One factory for all types, so that they share the table's state and ``max_ts``. During a
+# load the table's ``_room`` is the factory's ``room``: ``check`` and ``count`` hand it over.
+_FACTORY = """\
+def factory(units, table, hash_):
+    max_ts = MIN_TS
+    slots, mask, room = table._slots, table._mask, table._room
+{known}
+
+    def resume():
+        nonlocal slots, mask, room
+        slots, mask, room = table._slots, table._mask, table._room
+
+    def grow():
+        table._room = room
+        table._grow()
+        resume()
+
+    def check(event, token):
+        table._room = room
+        status = table.check(event, token)
+        resume()
+        return status
+
+    def count():
+        table._room = room
+        return table.count
+
+{functions}
+    return {{{names}}}, check, count, lambda: max_ts
+"""
+
+
+def _factory_source() -> str:
+    """``factory(units, table, hash_) -> (functions, check, count, last_ts)``: ``units`` maps
+    each catalog unit id to its dossier table, ``table`` is the load's ``FirstSeen``."""
+    functions, names, known = [], [], set()
+    for i, (event_type, rules) in enumerate(_RULES.items()):
+        # the rare petitions and publications: the Event, for the caller's reference path
+        fuse = event_type in DOSSIER_FOLDS or event_type == "clock.tick"
+        source = fast_source(event_type, rules, _COMMON_KINDS, test_of=_test_of(event_type),
+                             cached_stamps=_CACHED_STAMPS,
+                             finish=_finish(event_type, i) if fuse else None,
+                             signature=f"fused_{i}(body, token)", extras=f"extras_ok_{i}")
+        functions.append(textwrap.indent(source, "    "))
+        names.append(f"{event_type!r}: fused_{i}")
+        known |= {name for name in _FEW_VALUES if name in rules.kinds}
+    return _FACTORY.format(known="\n".join(f"    known_{n} = set()" for n in sorted(known)),
+                           functions="\n".join(functions), names=", ".join(names))
 
 
 def _remember(known: set[str], value: str) -> bool:
@@ -116,39 +165,40 @@ def _remember(known: set[str], value: str) -> bool:
     return True
 
 
-def _compile() -> tuple[dict[str, Callable[..., Any]], dict[str, str]]:
+def _compile() -> tuple[Callable[..., Any], str]:
     schema_names = {*_COMMON_KINDS, "type", *(n for r in _RULES.values() for n in r.kinds)}
+    for name in _FEW_VALUES:  # one set per field name: the field must mean one thing
+        if len({repr(r.kinds[name]) for r in _RULES.values() if name in r.kinds}) > 1:
+            raise ValueError(f"{name}: not the same kind in every event type")
     hours, tails = FAST_TABLES
-    factories: dict[str, Callable[..., Any]] = {}
-    sources: dict[str, str] = {}
-    for event_type, rules in _RULES.items():
-        source = _factory_source(event_type)
-        namespace: dict[str, Any] = {
-            "extras_ok": extras_check({*_COMMON_KINDS, "type", *rules.kinds}, schema_names),
-            "fold": DOSSIER_FOLDS.get(event_type), "Dossier": Dossier, "make": Event,
-            "parse_ts": parse_ts, "hours": hours, "tails": tails, "stamps": _STAMPS,
-            "NO_TIMES": NO_TIMES, "MIN_TS": MIN_TS, "remember": _remember}
-        exec(compile(source, f"<fused {event_type}>", "exec"), namespace)  # noqa: S102
-        factories[event_type] = namespace["factory"]
-        sources[event_type] = source
-    return factories, sources
+    namespace: dict[str, Any] = {
+        "Dossier": Dossier, "make": Event, "parse_ts": parse_ts, "hours": hours, "tails": tails,
+        "stamps": _STAMPS, "NO_TIMES": NO_TIMES, "MIN_TS": MIN_TS, "remember": _remember}
+    for i, (event_type, rules) in enumerate(_RULES.items()):
+        namespace[f"extras_ok_{i}"] = extras_check({*_COMMON_KINDS, "type", *rules.kinds},
+                                                   schema_names)
+        namespace[f"fold_{i}"] = DOSSIER_FOLDS.get(event_type)
+    source = _factory_source()
+    exec(compile(source, "<fused checks>", "exec"), namespace)  # noqa: S102
+    return namespace["factory"], source
 
 
-_FACTORIES, FUSED_SOURCES = _compile()
+_FACTORY_FN, FUSED_SOURCE = _compile()
 
 
-def fused_functions(
-    dossier_tables: Mapping[str, dict[str, Dossier]], add: Add
-) -> tuple[dict[str, Fused], Callable[[], int]]:
-    """The fused function of each event type, for one load, and ``last_ts()``: the latest
-    ``occurred_at`` they accepted (``MIN_TS`` if none). ``dossier_tables``: unit id ->
-    its ``UnitState.dossiers``, for every catalog unit (the unit test looks there; an id the
-    schema refuses is left out, so finding a unit there is the whole test of ``unit_id``)."""
-    unit_ok = eval(f"lambda v: {value_test(_COMMON_KINDS['unit_id'], 'v')}")  # noqa: S307
-    units = {u: table for u, table in dossier_tables.items() if unit_ok(u)}
-    fused: dict[str, Fused] = {}
-    lasts: list[Callable[[], int]] = []
-    for event_type, factory in _FACTORIES.items():
-        fused[event_type], last = factory(units, add)
-        lasts.append(last)
-    return fused, lambda: max(last() for last in lasts)
+class FusedLoad:
+    """One load's fused functions (``functions[event_type](body, token)``, answers as in the
+    module's doc) and the ``FirstSeen`` table they fill. While they run the table's room is
+    theirs: use ``check`` (``table.check``) and ``count`` (``table.count``) of this object.
+    ``last_ts()``: the latest ``occurred_at`` the fused functions accepted (``MIN_TS`` if none).
+    ``dossier_tables``: unit id -> its ``UnitState.dossiers``, for every catalog unit (an id
+    the schema refuses is left out, so finding a unit there is the whole test of ``unit_id``).
+    """
+
+    def __init__(self, dossier_tables: Mapping[str, dict[str, Dossier]], table: FirstSeen):
+        unit_ok = eval(f"lambda v: {value_test(_COMMON_KINDS['unit_id'], 'v')}")  # noqa: S307
+        units = {u: dossiers for u, dossiers in dossier_tables.items() if unit_ok(u)}
+        # the hash of ``scoring.dedup`` at the time of the load (tests force collisions there)
+        self.functions: dict[str, Fused]
+        self.functions, self.check, self.count, self.last_ts = _FACTORY_FN(
+            units, table, scoring.dedup._hash)

@@ -99,6 +99,7 @@ def fast_source(
     cached_stamps: Collection[str] = (),
     finish: Callable[[dict[str, str], str], list[str]] | None = None,
     signature: str = "fast(body, units)",
+    extras: str = "extras_ok",
 ) -> str:
     """Source of ``fast(body, units) -> Event | None``: the checks
     of ``Validator.check`` for one event type, on a body that breaks none of them; None means
@@ -111,7 +112,8 @@ def fast_source(
     before being parsed; ``finish(names, unit)``: the lines that run once every check passed,
     with ``ts`` and ``times`` set (``names``: field name -> variable; ``unit``: the unit's
     variable, or "None" for a tick); the default builds the ``Event``. ``signature``: the
-    function's name and parameters (``units`` may come from an enclosing scope instead)."""
+    function's name and parameters (``units`` may come from an enclosing scope instead);
+    ``extras``: the name of the type's ``extras_check`` function."""
     tick = event_type == "clock.tick"
     required = _required_names(event_type, rules)
     optional = [n for n in rules.kinds if n not in required]
@@ -152,7 +154,7 @@ def fast_source(
         out += ["    if 'unit_id' in body:", "        n += 1", "        unit = body['unit_id']",
                 f"        if not ({value_test(common['unit_id'], 'unit')}):",
                 "            return None"]
-    out += ["    if n != len(body) and not extras_ok(body):", "        return None"]
+    out += [f"    if n != len(body) and not {extras}(body):", "        return None"]
     out += _parse_source("v1", "ts", "    ")
     stamps = []
     for n in rules.timestamps:

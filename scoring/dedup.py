@@ -92,25 +92,6 @@ class FirstSeen:
             self._grow()
         return NEW
 
-    def add(self, event_id: str, token: int) -> bool:
-        """Remember ``event_id`` at ``token`` when its hash tag is not in the table: True, the
-        id is new (``check`` would say NEW). False when the tag is there, a repeat or (rarely)
-        another id with the same hash: nothing changed, ``check`` must decide. For callers
-        that would rather not build an ``Event`` for the common case."""
-        tag = _hash(event_id) | 1
-        slots, mask = self._slots, self._mask
-        j = tag & mask
-        while (other := slots[j]) != 0:
-            if other == tag:
-                return False
-            j = (j + 2) & mask
-        slots[j] = tag
-        slots[j + 1] = token
-        self._room -= 1
-        if not self._room:
-            self._grow()
-        return True
-
     def _grow(self) -> None:
         old = self._slots
         self._reset(2 * self._size, self.count)
