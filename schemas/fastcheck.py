@@ -135,26 +135,39 @@ def fast_source(
     for n in required:
         if condition := test(n):
             out += [f"    if not ({condition}):", "        return None"]
-    out.append(f"    n = {len(required) + 1}")
+    # the usual bodies first: every field of the type there (optional ones not null), or only
+    # the required ones, and no other, which the size tells once the names are found; then the
+    # general case
+    full = len(required) + 1 + len(optional)
+    general = [f"n = {len(required) + 1}"]
     # optional fields of the type: absent is fine, present must be valid (null is not: the
     # schema says "string" or "timestamp", and the SPEC types them the same)
     for n in optional:
-        out += [f"    {var[n]} = body.get({n!r})", f"    if {var[n]} is not None:",
-                "        n += 1"]
+        general += [f"{var[n]} = body.get({n!r})", f"if {var[n]} is not None:", "    n += 1"]
         if condition := test(n):
-            out += [f"        if not ({condition}):", "            return None"]
-        out += [f"    elif {n!r} in body:", "        return None"]
+            general += [f"    if not ({condition}):", "        return None"]
+        general += [f"elif {n!r} in body:", "    return None"]
     # optional common fields: checked when present (a tick's unit_id too, though it names
     # no catalog unit)
-    out += ["    if 'schema_version' in body:", "        n += 1",
-            "        sv = body['schema_version']",
-            f"        if not ({value_test(common['schema_version'], 'sv')}):",
-            "            return None"]
+    version_ok = value_test(common["schema_version"], "sv")
+    general += ["if 'schema_version' in body:", "    n += 1", "    sv = body['schema_version']",
+                f"    if not ({version_ok}):", "        return None"]
     if tick:
-        out += ["    if 'unit_id' in body:", "        n += 1", "        unit = body['unit_id']",
-                f"        if not ({value_test(common['unit_id'], 'unit')}):",
-                "            return None"]
-    out += [f"    if n != len(body) and not {extras}(body):", "        return None"]
+        general += ["if 'unit_id' in body:", "    n += 1", "    unit = body['unit_id']",
+                    f"    if not ({value_test(common['unit_id'], 'unit')}):", "        return None"]
+    general += [f"if n != len(body) and not {extras}(body):", "    return None"]
+    if optional:
+        present = " and ".join(f"({var[n]} := body.get({n!r})) is not None" for n in optional)
+        out += ["    size = len(body)", f"    if size == {full} and {present}:"]
+        for n in optional:
+            if condition := test(n):
+                out += [f"        if not ({condition}):", "            return None"]
+        # or just the required ones
+        out += [f"    elif size == {len(required) + 1}:",
+                f"        {' = '.join(var[n] for n in optional)} = None", "    else:"]
+    else:
+        out.append(f"    if len(body) != {full}:")
+    out += ["        " + line for line in general]
     out += _parse_source("v1", "ts", "    ")
     stamps = []
     for n in rules.timestamps:
