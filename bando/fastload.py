@@ -65,20 +65,22 @@ def _test_of(event_type: str) -> Callable[[str, Kind, str], str | None]:
     return test_of
 
 
-# ``FirstSeen.add``, inline on the factory's copies of the table's state (``slots``, ``mask``,
-# ``room``; see ``_FACTORY``): a tag already there is a repeat, or rarely another id with the
-# same hash: the caller's ``check`` decides
+# ``FirstSeen.check``'s probe and insertion, inline on the factory's copies of the table's
+# state (``dd_*``, see ``_FACTORY``): a tag already there is a repeat, or rarely another id
+# with the same hash, for the caller's ``check`` to decide
 _ADD = """\
     tag = hash_({event_id}) | 1
-    j = tag & mask
-    while (other := slots[j]) != 0:
+    j = (tag >> 1) % dd_size * 2
+    while (other := dd_slots[j]) != 0:
         if other == tag:
             return make(v0, {event_type!r}, ts, {unit}, body, None, times)
-        j = (j + 2) & mask
-    slots[j] = tag
-    slots[j + 1] = token
-    room -= 1
-    if not room:
+        j += 2
+        if j == dd_end:
+            j = 0
+    dd_slots[j] = tag
+    dd_slots[j + 1] = token
+    dd_room -= 1
+    if not dd_room:
         grow()
 """
 
@@ -95,7 +97,7 @@ def _finish(event_type: str, i: int) -> Callable[[dict[str, str], str], list[str
                     "    if d is None:",
                     f"        if not ({dossier_ok}):",
                     "            return None"]
-        out += ["    nonlocal max_ts, room",
+        out += ["    nonlocal max_ts, dd_room",
                 *_ADD.format(event_id=var["event_id"], event_type=event_type,
                              unit=unit).splitlines(),
                 "    if ts > max_ts:",
@@ -110,30 +112,32 @@ def _finish(event_type: str, i: int) -> Callable[[dict[str, str], str], list[str
 
 
 # One factory for all types, so that they share the table's state and ``max_ts``. During a
-# load the table's ``_room`` is the factory's ``room``: ``check`` and ``count`` hand it over.
+# load the table's ``_room`` is the factory's ``dd_room``: ``check`` and ``count`` hand it over.
 _FACTORY = """\
 def factory(units, table, hash_):
     max_ts = MIN_TS
-    slots, mask, room = table._slots, table._mask, table._room
+    dd_slots, dd_size, dd_room = table._slots, table._size, table._room
+    dd_end = len(dd_slots)
 {known}
 
     def resume():
-        nonlocal slots, mask, room
-        slots, mask, room = table._slots, table._mask, table._room
+        nonlocal dd_slots, dd_size, dd_end, dd_room
+        dd_slots, dd_size, dd_room = table._slots, table._size, table._room
+        dd_end = len(dd_slots)
 
     def grow():
-        table._room = room
+        table._room = dd_room
         table._grow()
         resume()
 
     def check(event, token):
-        table._room = room
+        table._room = dd_room
         status = table.check(event, token)
         resume()
         return status
 
     def count():
-        table._room = room
+        table._room = dd_room
         return table.count
 
 {functions}
@@ -180,7 +184,15 @@ def _compile() -> tuple[Callable[..., Any], str]:
         namespace[f"fold_{i}"] = DOSSIER_FOLDS.get(event_type)
     source = _factory_source()
     exec(compile(source, "<fused checks>", "exec"), namespace)  # noqa: S102
-    return namespace["factory"], source
+    factory = namespace["factory"]
+    # the checks' own variables must not hide the factory's (a hidden ``dd_size`` would
+    # silently probe the wrong slots)
+    shared = set(factory.__code__.co_cellvars)
+    for code in factory.__code__.co_consts:
+        clash = shared & set(getattr(code, "co_varnames", ()))
+        if clash and code.co_name.startswith("fused_"):
+            raise ValueError(f"generated {code.co_name} hides {sorted(clash)}")
+    return factory, source
 
 
 _FACTORY_FN, FUSED_SOURCE = _compile()

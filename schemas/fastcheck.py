@@ -158,12 +158,12 @@ def fast_source(
     general += [f"if n != len(body) and not {extras}(body):", "    return None"]
     if optional:
         present = " and ".join(f"({var[n]} := body.get({n!r})) is not None" for n in optional)
-        out += ["    size = len(body)", f"    if size == {full} and {present}:"]
+        out += ["    nkeys = len(body)", f"    if nkeys == {full} and {present}:"]
         for n in optional:
             if condition := test(n):
                 out += [f"        if not ({condition}):", "            return None"]
         # or just the required ones
-        out += [f"    elif size == {len(required) + 1}:",
+        out += [f"    elif nkeys == {len(required) + 1}:",
                 f"        {' = '.join(var[n] for n in optional)} = None", "    else:"]
     else:
         out.append(f"    if len(body) != {full}:")

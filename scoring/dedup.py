@@ -49,12 +49,11 @@ class FirstSeen:
     ``slots[2i + 1]`` (token), side by side so that a probe touches one cache line. Kept at
     most half full, so a probe rarely looks at more than two slots. ``expected``: how many ids
     to size it for (it doubles when half full, so a good guess saves re-inserting everything).
-    The number of slots is a power of two, so a tag's place is one ``&`` with ``_mask``.
     """
 
     def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16):
         self.body_at = body_at
-        self._reset(max(16, 1 << (2 * expected).bit_length()), 0)
+        self._reset(max(16, 2 * expected + 1), 0)
 
     @property
     def capacity(self) -> int:
@@ -70,21 +69,21 @@ class FirstSeen:
         self._size = size
         self._room = size // 2 - count  # insertions left before the table grows
         self._slots = array("q", bytes(16 * size))
-        # tag & _mask: the even index in ``slots`` of slot (tag >> 1) % size (a tag is odd)
-        self._mask = 2 * size - 2
 
     def check(self, event: Event, token: int) -> str:
         """Classify and remember a first sighting."""
         event_id = event.event_id
         tag = _hash(event_id) | 1
-        slots, mask = self._slots, self._mask
-        j = tag & mask  # the tag's place in ``slots``; the token's is j + 1
+        slots = self._slots
+        j = (tag >> 1) % self._size * 2  # the tag's place in ``slots``; the token's is j + 1
         while (other := slots[j]) != 0:
             if other == tag:
                 first = self.body_at(slots[j + 1])
                 if first["event_id"] == event_id:
                     return classify(body_digest(first), event.digest)
-            j = (j + 2) & mask
+            j += 2
+            if j == len(slots):
+                j = 0
         slots[j] = tag
         slots[j + 1] = token
         self._room -= 1
@@ -95,12 +94,12 @@ class FirstSeen:
     def _grow(self) -> None:
         old = self._slots
         self._reset(2 * self._size, self.count)
-        slots, mask = self._slots, self._mask
+        slots, size = self._slots, self._size
         for j in range(0, len(old), 2):
             tag = old[j]
             if tag:
-                i = tag & mask
-                while slots[i]:
-                    i = (i + 2) & mask
-                slots[i] = tag
-                slots[i + 1] = old[j + 1]
+                i = (tag >> 1) % size
+                while slots[2 * i]:
+                    i = i + 1 if i + 1 < size else 0
+                slots[2 * i] = tag
+                slots[2 * i + 1] = old[j + 1]
