@@ -118,22 +118,22 @@ def load(
         offset = 0
         for number, line in enumerate(fh, 1):
             start = offset
-            size = len(line)
-            offset += size
+            offset += (size := len(line))
             # JSON allows the line's own whitespace around the object, so no strip() first; a
             # line over the limit before stripping may be under it after: validate() decides.
             # Not an object, no known type, or the fused code unsure: validate() decides too
             # (the fused code raises nothing itself before its verdict; were it to, the
             # verdict is the same)
-            event = None
             if size <= limit:
                 try:
-                    body = loads(line)
-                    event = functions[body["type"]](body, start)
+                    event = functions[(body := loads(line))["type"]](body, start)
                 except (not_json, KeyError, TypeError):
-                    pass
-                if event is True:  # new, accepted and folded
-                    continue
+                    event = None
+                else:
+                    if event is True:  # new, accepted and folded
+                        continue
+            else:
+                event = None
             if event is None:
                 raw = line.strip()
                 if not raw:
