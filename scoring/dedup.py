@@ -49,6 +49,10 @@ class FirstSeen:
     ``slots[2i + 1]`` (token), side by side so that a probe touches one cache line. Kept at
     most half full, so a probe rarely looks at more than two slots. ``expected``: how many ids
     to size it for (it doubles when half full, so a good guess saves re-inserting everything).
+
+    ``bando.fastload`` runs this probe and insertion inline, on ``_slots``, ``_size`` and
+    ``_room`` (tests/scoring/test_fused_load.py checks it against ``Deduper``): change them
+    together.
     """
 
     def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16):
