@@ -24,6 +24,8 @@ the whole load against the reference path.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -110,11 +112,76 @@ def _finish(event_type: str, i: int) -> Callable[[dict[str, str], str], list[str
                 "        max_ts = ts"]
         if event_type in DOSSIER_FOLDS:
             out += ["    if d is None:",
-                    f"        d = dossiers[{dossier}] = Dossier()",
-                    f"    fold_{i}(d, ts, v0, body, times)"]
+                    f"        d = dossiers[{dossier}] = Dossier()"]
+            inline = _inline_fold(DOSSIER_FOLDS[event_type], _fields(event_type, var))
+            out += [f"    fold_{i}(d, ts, v0, body, times)"] if inline is None else inline
         return out + ["    return True"]
 
     return finish
+
+
+def _fields(event_type: str, var: dict[str, str]) -> dict[str, str]:
+    """Where the fused function holds each required field, and each required timestamp's
+    parsed value (as ``times`` keys: ``"times:due_at"``)."""
+    rules = _RULES[event_type]
+    required = {"event_id", "occurred_at", "unit_id", *rules.required}
+    out = {name: v for name, v in var.items() if name in required}
+    out |= {f"times:{name}": f"t_{var[name]}" for name in rules.timestamps if name in required}
+    return out
+
+
+_PARAMS = ("d", "ts", "v0", "body", "times")  # what the fused function passes a fold
+
+
+def _inline_fold(fold: Callable[..., None], fields: dict[str, str]) -> list[str] | None:
+    """The statements of a dossier fold of ``scoring.facts`` (the rules' one statement), to run
+    in the fused function without a call: its parameters renamed to the fused function's
+    variables (``(d, ts, v0, body, times)``, as the call would pass), ``body["x"]`` and
+    ``times["x"]`` of a required field read from the variable that holds it already, its
+    own locals prefixed with ``l_``. None when the fold is not plain enough to inline that way
+    (a ``return``, a nested scope, a parameter assigned to): then it is called."""
+    func = ast.parse(textwrap.dedent(inspect.getsource(fold))).body[0]
+    if not isinstance(func, ast.FunctionDef) or len(func.args.args) != len(_PARAMS):
+        return None
+    params = dict(zip((a.arg for a in func.args.args), _PARAMS, strict=True))
+    local = set(fold.__code__.co_varnames) - set(params)
+    for node in ast.walk(func):
+        if node is not func and isinstance(node, (
+                ast.Return, ast.Yield, ast.YieldFrom, ast.Await, ast.Global, ast.Nonlocal,
+                ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+                ast.comprehension, ast.NamedExpr)):
+            return None
+        if isinstance(node, ast.Name) and node.id in params and not isinstance(node.ctx, ast.Load):
+            return None
+
+    # the fold's own names for the body and the times, as read by ``body["x"]``, ``times["x"]``
+    read_from = {func.args.args[3].arg: "", func.args.args[4].arg: "times:"}
+
+    class Rename(ast.NodeTransformer):
+        def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+            base, key = node.value, node.slice
+            if (isinstance(node.ctx, ast.Load) and isinstance(base, ast.Name)
+                    and base.id in read_from and isinstance(key, ast.Constant)
+                    and isinstance(key.value, str)):
+                name = fields.get(read_from[base.id] + key.value)
+                if name is not None:
+                    return ast.copy_location(ast.Name(name, ast.Load()), node)
+            self.generic_visit(node)
+            return node
+
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            if node.id in params:
+                node.id = params[node.id]
+            elif node.id in local:
+                node.id = f"l_{node.id}"
+            return node
+
+    statements = func.body
+    if statements and isinstance(statements[0], ast.Expr) and isinstance(
+            statements[0].value, ast.Constant):  # its docstring
+        statements = statements[1:]
+    source = "\n".join(ast.unparse(Rename().visit(s)) for s in statements)
+    return textwrap.indent(source, "    ").splitlines()
 
 
 # One factory for all types, so that they share the table's state and ``max_ts``. During a
@@ -184,6 +251,12 @@ def _compile() -> tuple[Callable[..., Any], str]:
     namespace: dict[str, Any] = {
         "Dossier": Dossier, "make": Event, "parse_ts": parse_ts, "hours": hours, "tails": tails,
         "stamps": _STAMPS, "NO_TIMES": NO_TIMES, "MIN_TS": MIN_TS, "remember": _remember}
+    for fold in DOSSIER_FOLDS.values():  # the globals an inlined fold reads (facts' own)
+        for name in fold.__code__.co_names:
+            if name in fold.__globals__:
+                value = namespace.setdefault(name, fold.__globals__[name])
+                if value is not fold.__globals__[name]:
+                    raise ValueError(f"{name}: an inlined fold would read another object")
     for i, (event_type, rules) in enumerate(_RULES.items()):
         namespace[f"extras_ok_{i}"] = extras_check({*_COMMON_KINDS, "type", *rules.kinds},
                                                    schema_names)
