@@ -78,15 +78,15 @@ def _test_of(event_type: str) -> Callable[[str, Kind, str], str | None]:
 # with the same hash, for the caller's ``check`` to decide
 _ADD = """\
     tag = hash_({event_id}) | 1
-    j = (tag >> 1) % dd_size * 2
+    j = tag % dd_end
     while (other := dd_slots[j]) != 0:
         if other == tag:
             return make(v0, {event_type!r}, ts, {unit}, body, None, times)
         j += 2
-        if j == dd_end:
-            j = 0
+        if j > dd_end:
+            j = 1
     dd_slots[j] = tag
-    dd_slots[j + 1] = token
+    dd_slots[j - 1] = token
     dd_room -= 1
     if not dd_room:
         grow()
@@ -189,13 +189,13 @@ def _inline_fold(fold: Callable[..., None], fields: dict[str, str]) -> list[str]
 _FACTORY = """\
 def factory(units, table, hash_):
     max_ts = MIN_TS
-    dd_slots, dd_size, dd_room = table._slots, table._size, table._room
+    dd_slots, dd_room = table._slots, table._room
     dd_end = len(dd_slots)
 {known}
 
     def resume():
-        nonlocal dd_slots, dd_size, dd_end, dd_room
-        dd_slots, dd_size, dd_room = table._slots, table._size, table._room
+        nonlocal dd_slots, dd_end, dd_room
+        dd_slots, dd_room = table._slots, table._room
         dd_end = len(dd_slots)
 
     def grow():
@@ -264,7 +264,7 @@ def _compile() -> tuple[Callable[..., Any], str]:
     source = _factory_source()
     exec(compile(source, "<fused checks>", "exec"), namespace)  # noqa: S102
     factory = namespace["factory"]
-    # the checks' own variables must not hide the factory's (a hidden ``dd_size`` would
+    # the checks' own variables must not hide the factory's (a hidden ``dd_end`` would
     # silently probe the wrong slots)
     shared = set(factory.__code__.co_cellvars)
     for code in factory.__code__.co_consts:
