@@ -121,9 +121,8 @@ def load(
             offset += (size := len(line))
             # JSON allows the line's own whitespace around the object, so no strip() first; a
             # line over the limit before stripping may be under it after: validate() decides.
-            # Not an object, no known type, or the fused code unsure: validate() decides too
-            # (the fused code raises nothing itself before its verdict; were it to, the
-            # verdict is the same)
+            # Not an object, no known type, or the fused code unsure (None, or KeyError or
+            # TypeError before its verdict, with nothing changed): validate() decides too
             if size <= limit:
                 try:
                     event = functions[(body := loads(line))["type"]](body, start)

@@ -1,25 +1,29 @@
 """The offline load's fused code: validate, de-duplicate and fold an event in one generated
 function per event type, without building an ``Event`` for the common case.
 
-Per event, ``bando.batch.load`` used to call the validator's generated fast check (which builds
+Per event, ``bando.batch.load`` used to call the validator's generated fast check (which built
 an ``Event``), then ``FirstSeen.check``, then ``scoring.facts.apply_event``: about 460
-interpreted steps, half of them handing the event from one to the next. A fused function does
-the same work in one frame:
+interpreted steps, a good part of them handing the event from one to the next. A fused
+function does the same work in one frame (~280 steps):
 
 * the checks are the fast check's own source (``schemas.fastcheck.fast_source``: one
-  generator, so both accept exactly the same bodies), the unit test also fetching the unit's
-  dossier table;
-* the id goes into the ``FirstSeen`` table with ``add``; when its hash tag is already there (a
-  repeat, or rarely another id with the same hash) the ``Event`` goes back to the caller, which
-  runs ``check`` and the reference fold as before;
-* a dossier event is folded by its rule from ``scoring.facts.DOSSIER_FOLDS`` (the rules' one
-  statement), called with the checked fields.
+  generator, so both accept exactly the same bodies), with a few tests swapped for cheaper
+  ones that decide the same (``_test_of``): the unit test also fetches the unit's dossier
+  table, strings with few distinct values are remembered once found fine, a timestamp's or an
+  enum's type is left to the parse or the set test (which raise TypeError: "not sure");
+* the id goes into the ``FirstSeen`` table by ``check``'s own probe, inline (``_ADD``); when
+  its hash tag is already there (a repeat, or rarely another id with the same hash) the
+  ``Event`` goes back to the caller, which runs ``check`` and the reference fold as before;
+* a dossier event is folded by its rule in ``scoring.facts.DOSSIER_FOLDS`` (the rules' one
+  statement), inlined from the rule's own source (``_inline_fold``: parameters renamed,
+  required fields read from the checked variables), or called if it cannot be.
 
 Answers: True = a new id, accepted and folded; an ``Event`` = valid, the caller de-duplicates
 and folds it (repeats; petitions and publications, which are rare, always); None = not sure,
-the caller asks ``Validator.validate``. Nothing is changed before the answer is known but by
-``add`` and the fold, on the True path only. ``tests/scoring/test_perf_equivalence.py`` checks
-the whole load against the reference path.
+the caller asks ``Validator.validate``. A fused function may also raise KeyError or TypeError
+before its verdict, which means "not sure" too; nothing is changed before the verdict, and after
+it (the table insertion, the fold: rules that read only required, checked fields) nothing
+raises. ``tests/scoring/test_fused_load.py`` checks the whole load against the reference path.
 """
 
 from __future__ import annotations
