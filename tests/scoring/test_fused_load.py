@@ -20,6 +20,7 @@ from event_samples import VALID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bando.batch
 import scoring.dedup
 from bando.batch import Rejection, accept, iter_lines, load
 from bando.fastload import FUSED_SOURCE
@@ -186,3 +187,18 @@ def test_ordinary_events_never_reach_the_reference_validator(
 def test_fused_source_covers_every_type() -> None:
     for event_type in EVENT_TYPES:
         assert repr(event_type) in FUSED_SOURCE
+
+
+def test_fused_load_grows_the_table_mid_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table sized for almost nothing: it grows many times under the fused code's inline
+    insertions, and the repeats after each growth are still found."""
+    monkeypatch.setattr(bando.batch, "_TYPICAL_LINE", 1 << 40)
+    lines = []
+    for i in range(600):
+        body = {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
+                "unit_id": "u1", "dossier_id": f"d{i % 50}"}
+        lines.append(orjson.dumps(body))
+        if i % 7 == 0:  # an exact repeat of an earlier event, and a conflicting one
+            lines.append(orjson.dumps({**body, "event_id": f"e{i // 2}"}))
+            lines.append(lines[i // 3])
+    _agree(lines)
