@@ -150,10 +150,11 @@ def _inline_fold(fold: Callable[..., None], fields: dict[str, str]) -> list[str]
     params = dict(zip((a.arg for a in func.args.args), _PARAMS, strict=True))
     local = set(fold.__code__.co_varnames) - set(params)
     for node in ast.walk(func):
-        if node is not func and isinstance(node, (
+        if node is not func and isinstance(node, (  # control flow, scopes, hidden bindings
                 ast.Return, ast.Yield, ast.YieldFrom, ast.Await, ast.Global, ast.Nonlocal,
                 ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
-                ast.comprehension, ast.NamedExpr)):
+                ast.comprehension, ast.NamedExpr, ast.Try, ast.With, ast.Match, ast.Import,
+                ast.ImportFrom)):
             return None
         if isinstance(node, ast.Name) and node.id in params and not isinstance(node.ctx, ast.Load):
             return None
@@ -269,8 +270,10 @@ def _compile() -> tuple[Callable[..., Any], str]:
     exec(compile(source, "<fused checks>", "exec"), namespace)  # noqa: S102
     factory = namespace["factory"]
     # the checks' own variables must not hide the factory's (a hidden ``dd_end`` would
-    # silently probe the wrong slots)
-    shared = set(factory.__code__.co_cellvars)
+    # silently probe the wrong slots) nor the globals an inlined fold reads
+    shared = set(factory.__code__.co_cellvars) | {
+        name for fold in DOSSIER_FOLDS.values() for name in fold.__code__.co_names
+        if name in fold.__globals__}
     for code in factory.__code__.co_consts:
         clash = shared & set(getattr(code, "co_varnames", ()))
         if clash and code.co_name.startswith("fused_"):

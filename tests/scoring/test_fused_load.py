@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import bando.batch
 import scoring.dedup
 from bando.batch import Rejection, accept, iter_lines, load
-from bando.fastload import FUSED_SOURCE
+from bando.fastload import FUSED_SOURCE, _inline_fold
 from schemas import Validator
 from schemas.validate import _RULES
 from scoring.catalog import Catalog
@@ -202,3 +202,29 @@ def test_fused_load_grows_the_table_mid_load(monkeypatch: pytest.MonkeyPatch) ->
             lines.append(orjson.dumps({**body, "event_id": f"e{i // 2}"}))
             lines.append(lines[i // 3])
     _agree(lines)
+
+
+def _early_exit(d: Any, ts: int, eid: str, body: dict, times: Any) -> None:
+    if ts < 0:
+        return
+    d.synced = ts
+
+
+def _plain(d: Any, ts: int, eid: str, body: dict, times: Any) -> None:
+    """A docstring, left out."""
+    current = d.completed_ts
+    if current is None or ts < current:
+        d.completed_ts, d.completed_id = ts, eid
+        d.flags = body["e_result"] + times["due_at"] + len(body["note"])
+
+
+def test_folds_are_inlined_from_their_own_source_or_called() -> None:
+    assert _inline_fold(_early_exit, {}) is None  # a return: called, not inlined
+    lines = _inline_fold(_plain, {"e_result": "v4", "times:due_at": "t_v6"})
+    assert lines == [
+        "    l_current = d.completed_ts",
+        "    if l_current is None or ts < l_current:",
+        "        d.completed_ts, d.completed_id = (ts, v0)",
+        "        d.flags = v4 + t_v6 + len(body['note'])",
+    ]
+    assert "fold_" not in FUSED_SOURCE  # every rule of scoring.facts is plain enough today
