@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from bando.fastload import MIN_TS, FusedLoad
 from bando.settings import Settings
 from schemas import EventRejected, Validator
 from scoring.catalog import Catalog
@@ -76,9 +77,11 @@ def load(
 ) -> Loaded:
     """Fold a whole file into an engine (order-independent by construction of the facts).
 
-    The same steps as ``accept`` (validate, de-duplicate, fold), in one tight loop: the
-    validator's fast path is run here directly (decode, the event type's generated check),
-    and only what it is unsure of goes through ``Validator.validate`` for the full verdict.
+    The same steps as ``accept`` (validate, de-duplicate, fold), in one tight loop: each line is
+    decoded here and handed to its event type's fused function (``bando.fastload``), which
+    checks, de-duplicates and folds the common case in one call; what it hands back (a repeated
+    id, a rare type) goes through ``FirstSeen.check`` and ``apply_event``, and what it is unsure
+    of through ``Validator.validate`` for the full verdict first.
     On a seekable file the de-duplication table keeps the byte offset of each event id's first
     line rather than a digest of every body; an id that repeats re-reads that line to compare
     the canonical digests (``scoring.dedup.FirstSeen``), so the verdicts are ``Deduper``'s.
@@ -90,36 +93,46 @@ def load(
     limit = Settings.from_env().max_message_bytes if max_bytes is None else max_bytes
     validator = Validator(catalog, max_bytes=limit)
     validate = validator.validate
-    fast_checks, units = validator.fast_path()
     loads, not_json = orjson.loads, orjson.JSONDecodeError
-    states, rejected = engine.states, loaded.rejected
+    # every unit's state up front, so the fused code finds a unit and its table in one lookup;
+    # those no event reached are dropped at the end (as if never made)
+    states = {unit.unit_id: UnitState() for unit in catalog.units}
+    rejected = loaded.rejected
     accepted = duplicates = 0
-    max_ts = -1 << 63
+    max_ts = MIN_TS
     with open(path, "rb") as fh, ExitStack() as stack:
         stack.enter_context(_cyclic_gc_paused())
         check: Callable[[Event, int], str]
+        fused: FusedLoad | None = None
+        functions: Mapping[str, Callable[[dict[str, Any], int], Event | bool | None]]
         if fh.seekable():
             again = stack.enter_context(open(path, "rb"))
             expected = os.fstat(fh.fileno()).st_size // _TYPICAL_LINE
-            check = FirstSeen(partial(_body_at, again), expected).check
-        else:  # a pipe: keep digests, as the live worker does
+            fused = FusedLoad({u: state.dossiers for u, state in states.items()},
+                              FirstSeen(partial(_body_at, again), expected))
+            functions, check = fused.functions, fused.check
+        else:  # a pipe: keep digests, as the live worker does; the fast checks only check
+            checks, members = validator.fast_path()
+            functions = {t: partial(_fast_only, f, members) for t, f in checks.items()}
             check = _by_digest(Deduper())
         offset = 0
         for number, line in enumerate(fh, 1):
             start = offset
-            size = len(line)
-            offset += size
+            offset += (size := len(line))
             # JSON allows the line's own whitespace around the object, so no strip() first; a
             # line over the limit before stripping may be under it after: validate() decides.
-            # Not an object, no known type, or the fast check unsure: validate() decides too
-            # (the fast checks raise nothing themselves; were one to, the verdict is the same)
-            event = None
+            # Not an object, no known type, or the fused code unsure (None, or KeyError or
+            # TypeError before its verdict, with nothing changed): validate() decides too
             if size <= limit:
                 try:
-                    body = loads(line)
-                    event = fast_checks[body["type"]](body, units)
+                    event = functions[(body := loads(line))["type"]](body, start)
                 except (not_json, KeyError, TypeError):
-                    pass
+                    event = None
+                else:
+                    if event is True:  # new, accepted and folded
+                        continue
+            else:
+                event = None
             if event is None:
                 raw = line.strip()
                 if not raw:
@@ -129,24 +142,26 @@ def load(
                 except EventRejected as exc:
                     rejected.append(Rejection(number, exc.code, exc.detail))
                     continue
+            assert isinstance(event, Event)
             status = check(event, start)
             if status == NEW:
                 accepted += 1
                 if event.ts > max_ts:
                     max_ts = event.ts
-                unit_id = event.unit_id
-                if unit_id is not None:  # Engine.apply, inline
-                    try:
-                        state = states[unit_id]
-                    except KeyError:
-                        state = states[unit_id] = UnitState()
-                    apply_event(state, event)
+                if event.unit_id is not None:  # Engine.apply, inline
+                    apply_event(states[event.unit_id], event)
             elif status == CONFLICT:
                 rejected.append(Rejection(number, "conflicting_duplicate", _conflict(event)))
             else:
                 duplicates += 1
-    loaded.accepted, loaded.duplicates = accepted, duplicates
-    loaded.max_ts = max_ts if accepted else None
+    # every new id went into the table, through either path
+    loaded.accepted = accepted if fused is None else fused.count()
+    loaded.duplicates = duplicates
+    if fused is not None:
+        max_ts = max(max_ts, fused.last_ts())
+    loaded.max_ts = max_ts if loaded.accepted else None
+    engine.states = {u: state for u, state in states.items()
+                     if state.dossiers or state.petitions or state.publications}
     return loaded
 
 
@@ -177,6 +192,12 @@ def _body_at(fh: BinaryIO, offset: int) -> dict[str, Any]:
     fh.seek(offset)
     body: dict[str, Any] = orjson.loads(fh.readline())
     return body
+
+
+def _fast_only(
+    fast: Callable[[dict[str, Any], Any], Event | None], units: Any, body: dict[str, Any], _: int
+) -> Event | None:
+    return fast(body, units)
 
 
 def _by_digest(deduper: Deduper) -> Callable[[Event, int], str]:

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from schemas.exceptions import EventRejected
+from schemas.fastcheck import extras_check, fast_source
 from scoring.catalog import Catalog
 from scoring.events import EVENT_TYPES, NO_TIMES, Event, body_digest
 from scoring.timeutil import FAST_TABLES, parse_ts
@@ -127,141 +128,19 @@ def _compile(schema: dict[str, Any]) -> tuple[dict[str, Kind], dict[str, _TypeRu
     return common, rules
 
 
-# --- fast checks ------------------------------------------------------------------------------
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _value_test(kind: Kind, var: str) -> str:
-    """Python source that is true when ``var`` is a fine value of ``kind`` (timestamps are
-    parsed separately)."""
-    if kind[0] == "str":
-        return f"type({var}) is str and {kind[1]} <= len({var}) <= {kind[2]}"
-    if kind[0] == "bool":
-        return f"({var} is True or {var} is False)"
-    if kind[0] == "int":
-        low = "" if kind[1] is None else f" and {var} >= {kind[1]!r}"
-        return f"type({var}) is int{low}"  # 5.0 and the like: the reference decides
-    if kind[0] == "enum":
-        allowed = ", ".join(repr(v) for v in sorted(kind[1]))
-        return f"type({var}) is str and {var} in {{{allowed}}}"
-    if kind[0] == "const":
-        return f"type({var}) is {type(kind[1]).__name__} and {var} == {kind[1]!r}"
-    if kind[0] == "timestamp":
-        return f"type({var}) is str"
-    raise ValueError(kind)
-
-
-def _required_names(event_type: str, rules: _TypeRules) -> list[str]:
-    """The fields a fast check reads at once, in the order of its variables v0, v1, ..."""
-    required = ["event_id", "occurred_at"] + [n for n in rules.required if n != "unit_id"]
-    if event_type != "clock.tick":
-        required.insert(2, "unit_id")  # common field, required by every other type
-    return required
-
-
-def _parse_source(var: str, target: str, indent: str) -> list[str]:
-    """Source that sets ``target`` to ``parse_ts(var)`` or returns None: the two table lookups
-    of ``parse_ts``'s fast path inline (``scoring.timeutil.FAST_TABLES``), the call otherwise."""
-    return [f"{indent}{target} = hours.get({var}[:13])",
-            f"{indent}if {target} is not None:",
-            f"{indent}    rest = tails.get({var}[13:])",
-            f"{indent}    {target} = {target} + rest if rest is not None else parse_ts({var})",
-            f"{indent}else:",
-            f"{indent}    {target} = parse_ts({var})",
-            f"{indent}if {target} is None:",
-            f"{indent}    return None"]
-
-
-def _fast_source(event_type: str, rules: _TypeRules, common: dict[str, Kind]) -> str:
-    """Source of ``fast(body, units) -> Event | None``: the checks
-    of ``Validator.check`` for one event type, on a body that breaks none of them; None means
-    "ask the reference" (never "rejected")."""
-    tick = event_type == "clock.tick"
-    required = _required_names(event_type, rules)
-    optional = [n for n in rules.kinds if n not in required]
-    kinds = {**rules.kinds, **{n: common[n] for n in ("event_id", "occurred_at", "unit_id")}}
-    var = {name: f"v{i}" for i, name in enumerate(required + optional)}
-    out = ["def fast(body, units):", "    try:"]
-    out += [f"        {var[n]} = body[{n!r}]" for n in required]
-    out += ["    except KeyError:", "        return None"]
-    # required fields ("type" was read already to pick this function)
-    for n in required:
-        if n == "unit_id":
-            out.append(f"    if not ({_value_test(kinds[n], var[n])} and {var[n]} in units):")
-        else:
-            out.append(f"    if not ({_value_test(kinds[n], var[n])}):")
-        out.append("        return None")
-    out.append(f"    n = {len(required) + 1}")
-    # optional fields of the type: absent is fine, present must be valid (null is not: the
-    # schema says "string" or "timestamp", and the SPEC types them the same)
-    for n in optional:
-        out += [f"    {var[n]} = body.get({n!r})", f"    if {var[n]} is not None:",
-                "        n += 1", f"        if not ({_value_test(kinds[n], var[n])}):",
-                "            return None", f"    elif {n!r} in body:", "        return None"]
-    # optional common fields: checked when present (a tick's unit_id too, though it names
-    # no catalog unit)
-    out += ["    if 'schema_version' in body:", "        n += 1",
-            "        sv = body['schema_version']",
-            f"        if not ({_value_test(common['schema_version'], 'sv')}):",
-            "            return None"]
-    if tick:
-        out += ["    if 'unit_id' in body:", "        n += 1", "        unit = body['unit_id']",
-                f"        if not ({_value_test(common['unit_id'], 'unit')}):",
-                "            return None"]
-    out += ["    if n != len(body) and not extras_ok(body):", "        return None"]
-    out += _parse_source("v1", "ts", "    ")
-    stamps = []
-    for n in rules.timestamps:
-        t = f"t_{var[n]}"
-        stamps.append(f"{n!r}: {t}")
-        if n in required:
-            out += _parse_source(var[n], t, "    ")
-        else:  # optional: no entry in ``times`` when absent
-            out += [f"    if {var[n]} is None:", "        times = NO_TIMES",
-                    "    else:", *_parse_source(var[n], t, "        "),
-                    f"        times = {{{n!r}: {t}}}"]
-    if len(stamps) > 1:
-        raise ValueError(f"{event_type}: the fast check handles one timestamp besides occurred_at")
-    if not rules.timestamps:
-        out.append("    times = NO_TIMES")
-    elif rules.timestamps[0] in required:
-        out.append(f"    times = {{{stamps[0]}}}")
-    # the rules JSON Schema cannot say (as in ``Validator.check``)
-    if "due_at" in rules.timestamps:
-        out += [f"    if t_{var['due_at']} <= ts:", "        return None"]
-    if "full_online" in rules.kinds:
-        channel = var["channel"] if "channel" in required else "body.get('channel')"
-        out += [f"    if {var['full_online']} is True and {channel} != 'online':",
-                "        return None"]
-    unit = "None" if tick else var["unit_id"]
-    out.append(f"    return make(v0, {event_type!r}, ts, {unit}, body, None, times)")
-    return "\n".join(out) + "\n"
-
-
 FastCheck = Callable[..., Event | None]
 
 
 def _compile_fast(
     common: dict[str, Kind], rules: dict[str, _TypeRules]
 ) -> tuple[dict[str, FastCheck], dict[str, str]]:
-    # an extra field may not share a name with any field of the schema (the cross-field rules
-    # look at full_online and channel whatever the type) and must be a plain value (nested
-    # values go to the reference, which refuses what orjson cannot write back for the digest)
     schema_names = {*common, "type", *(n for r in rules.values() for n in r.kinds)}
 
     fast: dict[str, FastCheck] = {}
     sources: dict[str, str] = {}
     for event_type, type_rules in rules.items():
-        known = {*common, "type", *type_rules.kinds}
-
-        def extras_ok(body: dict[str, Any], known: set[str] = known) -> bool:
-            for name, value in body.items():
-                if name not in known and (name in schema_names or type(value) not in _SCALARS):
-                    return False
-            return True
-
-        source = _fast_source(event_type, type_rules, common)
+        extras_ok = extras_check({*common, "type", *type_rules.kinds}, schema_names)
+        source = fast_source(event_type, type_rules, common)
         hours, tails = FAST_TABLES
         namespace: dict[str, Any] = {"parse_ts": parse_ts, "make": Event, "extras_ok": extras_ok,
                                      "NO_TIMES": NO_TIMES, "hours": hours, "tails": tails}

@@ -45,10 +45,15 @@ class FirstSeen:
     same hash), to compare the ids exactly and then the digests: the verdicts are ``Deduper``'s,
     and digests are computed for repeats only. Tokens must be in ``0 .. 2**63 - 1``.
 
-    Open addressing with linear probing; slot ``i`` is ``slots[2i]`` (tag, 0 = empty) and
-    ``slots[2i + 1]`` (token), side by side so that a probe touches one cache line. Kept at
+    Open addressing with linear probing; slot ``i`` is ``slots[2i]`` (token) and
+    ``slots[2i + 1]`` (tag, 0 = empty), side by side so that a probe touches one cache line.
+    A tag is odd, so ``tag % len(slots)`` is its place in ``slots`` at once (slot
+    ``(tag >> 1) % size``: one operation, where the hot loop pays for each). Kept at
     most half full, so a probe rarely looks at more than two slots. ``expected``: how many ids
     to size it for (it doubles when half full, so a good guess saves re-inserting everything).
+
+    ``bando.fastload`` runs this probe and insertion inline, on ``_slots`` and ``_room``
+    (tests/scoring/test_fused_load.py checks it against ``Deduper``): change them together.
     """
 
     def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16):
@@ -75,17 +80,18 @@ class FirstSeen:
         event_id = event.event_id
         tag = _hash(event_id) | 1
         slots = self._slots
-        j = (tag >> 1) % self._size * 2  # the tag's place in ``slots``; the token's is j + 1
+        end = len(slots)
+        j = tag % end  # the tag's place in ``slots``; the token's is j - 1
         while (other := slots[j]) != 0:
             if other == tag:
-                first = self.body_at(slots[j + 1])
+                first = self.body_at(slots[j - 1])
                 if first["event_id"] == event_id:
                     return classify(body_digest(first), event.digest)
             j += 2
-            if j == len(slots):
-                j = 0
+            if j > end:
+                j = 1
         slots[j] = tag
-        slots[j + 1] = token
+        slots[j - 1] = token
         self._room -= 1
         if not self._room:
             self._grow()
@@ -94,12 +100,13 @@ class FirstSeen:
     def _grow(self) -> None:
         old = self._slots
         self._reset(2 * self._size, self.count)
-        slots, size = self._slots, self._size
-        for j in range(0, len(old), 2):
+        slots = self._slots
+        end = len(slots)
+        for j in range(1, len(old), 2):
             tag = old[j]
             if tag:
-                i = (tag >> 1) % size
-                while slots[2 * i]:
-                    i = i + 1 if i + 1 < size else 0
-                slots[2 * i] = tag
-                slots[2 * i + 1] = old[j + 1]
+                i = tag % end
+                while slots[i]:
+                    i = i + 2 if i + 2 < end else 1
+                slots[i] = tag
+                slots[i - 1] = old[j - 1]

@@ -87,8 +87,8 @@ def dossiers_in(state: UnitState, window: Window, t: int) -> list[tuple[str, Dos
     out = []
     lo, hi = window.start_us, window.end_us
     for dossier_id, d in state.dossiers.items():
-        r = d.received
-        if r is None or r[0] > t or not lo <= r[0] < hi:
+        r = d.received_ts  # not ``d.received``: a tuple per dossier, for every unit, each score
+        if r is None or r > t or not lo <= r < hi:
             continue
         if d.withdrawn is not None and d.withdrawn <= t:
             continue
