@@ -222,6 +222,28 @@ def latencies(produced: dict[tuple[int, int], tuple[str, int]], scores: list[Any
     return out
 
 
+def rank_stage(internal: list[Any], scores: list[Any]) -> list[int]:
+    """ms from an internal ``<app>-unit-scored`` message to the ``unit-scores`` message that
+    ranked it (the ranker stage alone): matched by the score's ``rank_basis`` offsets, unit
+    and window."""
+    by_offset = {m.offset: m for m in internal}
+    out: list[int] = []
+    for m in scores:
+        msg = orjson.loads(m.value)
+        first, last = ((msg.get("rank_basis") or {}).get("offsets") or [None, None])
+        if first is None:
+            continue
+        for off in range(last, first - 1, -1):
+            rec = by_offset.get(off)
+            if rec is None:
+                continue
+            src = orjson.loads(rec.value)
+            if src["unit_id"] == msg["unit_id"] and src["window"] == msg["window"]:
+                out.append(m.timestamp - rec.timestamp)
+                break
+    return out
+
+
 def pct(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
@@ -246,6 +268,8 @@ def main() -> int:
     ap.add_argument("--coalesce", type=float, default=0.25,
                     help="latency run: BANDO_COALESCE_SECONDS (a unit's update interval)")
     ap.add_argument("--skip", default="", help="comma list of: naive,throughput,latency")
+    ap.add_argument("--cpu-hogs", type=int, default=0, metavar="N",
+                    help="latency run: N busy-loop processes alongside (a loaded machine)")
     ap.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
                     help="record the bando worker with py-spy once it commits (raw stacks)")
     args = ap.parse_args()
@@ -307,6 +331,8 @@ def main() -> int:
             log = open(tmp / "latency-worker.log", "wb")  # noqa: SIM115
             worker = subprocess.Popen([sys.executable, "-m", "bando.cli", "worker"], cwd=REPO,
                                       env=worker_env(ls), stdout=log, stderr=subprocess.STDOUT)
+            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(args.cpu_hogs)]
             try:
                 # ready = the group has committed a first tick
                 tick = orjson.dumps({"event_id": f"warm-{ls.app_id}", "type": "clock.tick",
@@ -321,7 +347,11 @@ def main() -> int:
                                                       args.rate, args.latency_seconds))
                 time.sleep(5)
                 scores = asyncio.run(read_scores(bootstrap, ls.scores_topic))
+                internal = asyncio.run(read_scores(bootstrap, f"{ls.app_id}-unit-scored"))
             finally:
+                for hog in hogs:
+                    hog.kill()
+                    hog.wait()
                 worker.terminate()
                 worker.wait(30)
             lat = latencies(produced, scores)
@@ -330,7 +360,17 @@ def main() -> int:
             print(f"latency  {len(produced)} events at {args.rate:,.0f}/s for "
                   f"{args.latency_seconds:.0f}s: event -> unit-scores p50 {pct(lat, 0.5):.0f} ms, "
                   f"p99 {pct(lat, 0.99):.0f} ms, max {max(lat)} ms ({len(lat)} events matched, "
-                  f"coalesce interval {ls.coalesce_seconds} s)")
+                  f"coalesce interval {ls.coalesce_seconds} s, {args.cpu_hogs} CPU hogs; load "
+                  f"{os.getloadavg()[0]:.1f})")
+            scorer_stage = latencies(produced, internal)
+            if scorer_stage:
+                print(f"stage    event -> internal unit-scored (scorer + coalescing): p50 "
+                      f"{pct(scorer_stage, 0.5):.0f} ms, p99 {pct(scorer_stage, 0.99):.0f} ms")
+            stage = rank_stage(internal, scores)
+            if stage:
+                print(f"stage    internal unit-scored -> unit-scores (ranker): p50 "
+                      f"{pct(stage, 0.5):.0f} ms, p90 {pct(stage, 0.9):.0f} ms, p99 "
+                      f"{pct(stage, 0.99):.0f} ms, max {max(stage)} ms ({len(stage)} scores)")
     finally:
         if broker:
             broker.stop()
