@@ -244,6 +244,12 @@ def rank_stage(internal: list[Any], scores: list[Any]) -> list[int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc)."""
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
@@ -270,6 +276,8 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma list of: naive,throughput,latency")
     ap.add_argument("--cpu-hogs", type=int, default=0, metavar="N",
                     help="latency run: N busy-loop processes alongside (a loaded machine)")
+    ap.add_argument("--ranker-process", action="store_true",
+                    help="latency run: the worker with BANDO_RANKER=off and a `bando ranker`")
     ap.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
                     help="record the bando worker with py-spy once it commits (raw stacks)")
     args = ap.parse_args()
@@ -329,10 +337,16 @@ def main() -> int:
                 coalesce_seconds=args.coalesce)
             ensure_project_topics(bootstrap, ls)
             log = open(tmp / "latency-worker.log", "wb")  # noqa: SIM115
+            if args.ranker_process:
+                ls = ls.with_(ranker="off")
             worker = subprocess.Popen([sys.executable, "-m", "bando.cli", "worker"], cwd=REPO,
                                       env=worker_env(ls), stdout=log, stderr=subprocess.STDOUT)
-            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                    for _ in range(args.cpu_hogs)]
+            # other processes of the run: a `bando ranker`, busy loops
+            others = [subprocess.Popen([sys.executable, "-m", "bando.cli", "ranker"], cwd=REPO,
+                                       env=worker_env(ls), stdout=log, stderr=subprocess.STDOUT)
+                      for _ in range(int(args.ranker_process))]
+            others += [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                       for _ in range(args.cpu_hogs)]
             try:
                 # ready = the group has committed a first tick
                 tick = orjson.dumps({"event_id": f"warm-{ls.app_id}", "type": "clock.tick",
@@ -343,15 +357,18 @@ def main() -> int:
                     if time.perf_counter() - t0 > 120:
                         raise SystemExit("latency worker did not start")
                     time.sleep(0.5)
+                ours = [worker.pid] + [p.pid for p in others[:int(args.ranker_process)]]
+                cpu0, t_cpu = sum(map(cpu_seconds, ours)), time.perf_counter()
                 produced = asyncio.run(produce_steady(bootstrap, ls.events_topic, lines,
                                                       args.rate, args.latency_seconds))
+                cpu = (sum(map(cpu_seconds, ours)) - cpu0) / (time.perf_counter() - t_cpu)
                 time.sleep(5)
                 scores = asyncio.run(read_scores(bootstrap, ls.scores_topic))
                 internal = asyncio.run(read_scores(bootstrap, f"{ls.app_id}-unit-scored"))
             finally:
-                for hog in hogs:
-                    hog.kill()
-                    hog.wait()
+                for other in others:
+                    other.terminate()
+                    other.wait(30)
                 worker.terminate()
                 worker.wait(30)
             lat = latencies(produced, scores)
@@ -362,6 +379,8 @@ def main() -> int:
                   f"p99 {pct(lat, 0.99):.0f} ms, max {max(lat)} ms ({len(lat)} events matched, "
                   f"coalesce interval {ls.coalesce_seconds} s, {args.cpu_hogs} CPU hogs; load "
                   f"{os.getloadavg()[0]:.1f})")
+            print(f"cpu      worker{' + ranker' if args.ranker_process else ''}: {cpu:.2f} "
+                  "of a core while events were produced")
             scorer_stage = latencies(produced, internal)
             if scorer_stage:
                 print(f"stage    event -> internal unit-scored (scorer + coalescing): p50 "

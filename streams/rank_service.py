@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bando import kafka_auth, metrics
@@ -215,6 +216,30 @@ class RankerService:
         metrics.TABLE_ROWS.labels(table="ranked").set(len(self.store.data))
         log.info("ranker: loaded %d changelog records (%d units x windows) in %.2f s",
                  n, len(self.store.data), time.perf_counter() - t0)
+        await self._resume_from_faust_group()
+
+    async def _resume_from_faust_group(self) -> None:
+        """Before this consumer existed the worker's faust group read the internal topic: a
+        ranker group without a commit of its own starts where that one stopped, not at the
+        beginning of the topic's history (kept for ever)."""
+        assert self.consumer is not None
+        if await self.consumer.committed(self.tp) is not None:
+            return
+        admin = AIOKafkaAdminClient(**self._connect)
+        try:
+            await admin.start()
+            offsets = await admin.list_consumer_group_offsets(self.settings.app_id,
+                                                              partitions=[self.tp])
+        except KafkaError as exc:
+            log.warning("ranker: offsets of group %s unreadable (%s)", self.settings.app_id, exc)
+            return
+        finally:
+            await admin.close()
+        meta = offsets.get(self.tp)
+        if meta is not None and meta.offset > 0:
+            self.consumer.seek(self.tp, meta.offset)
+            log.info("ranker: no commit of its own; resuming at the worker group's offset %d",
+                     meta.offset)
 
     async def rank(self, records: list[Any]) -> None:
         """Rank one fetch, in RANK_SLICE batches (each named by its offsets: audit.verify
