@@ -273,6 +273,8 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--coalesce", type=float, default=0.25,
                     help="latency run: BANDO_COALESCE_SECONDS (a unit's update interval)")
+    ap.add_argument("--throughput-coalesce", type=float,
+                    help="throughput run: BANDO_COALESCE_SECONDS (default: the settings' 1 s)")
     ap.add_argument("--skip", default="", help="comma list of: naive,throughput,latency")
     ap.add_argument("--cpu-hogs", type=int, default=0, metavar="N",
                     help="latency run: N busy-loop processes alongside (a loaded machine)")
@@ -321,13 +323,15 @@ def main() -> int:
                   f"({done} events in the {secs:.0f}s after its first commit)")
 
         if "throughput" not in skip:
+            ts = s if args.throughput_coalesce is None else s.with_(
+                coalesce_seconds=args.throughput_coalesce)
             done, secs, startup = run_until_caught_up(
-                [sys.executable, "-m", "bando.cli", "worker"], worker_env(s), bootstrap,
+                [sys.executable, "-m", "bando.cli", "worker"], worker_env(ts), bootstrap,
                 s.app_id, s.events_topic, tmp / "worker.log", 900, args.py_spy)
             rate = done / secs
             print(f"bando    1 worker: {rate:,.0f} events/s ({done} events from its first "
                   f"commit to caught up in {secs:.1f}s; {startup:.1f}s to the first commit; "
-                  f"commit interval 1 s)")
+                  f"commit interval 1 s, coalesce interval {ts.coalesce_seconds} s)")
             print(f"ratio    bando / ceiling: {rate / ceiling_rate:.2f}")
             if naive_rate:
                 print(f"ratio    bando / naive: {rate / naive_rate:.1f}")
