@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SCORER_TABLES = ("seen", "units", "facts", "clock")
 SCORE_SLICE = 2000  # events per ScorerCore.process call
+FETCH_MAX_WAIT_MS = 50  # faust hard-codes 1,500: see BatchConsumerThread
 
 
 class FaustStore:
@@ -121,6 +122,20 @@ class FaustStore:
 BatchHandler = Callable[[TP, list[Any]], Awaitable[None]]
 
 
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread with a short ``fetch_max_wait_ms``. aiokafka keeps one fetch in
+    flight per broker, made of the partitions that have nothing buffered; when the worker is
+    slow to drain a fetch (a loaded machine), the next one can hold only partitions with no
+    traffic (faust's ``__assignor-__leader`` topic), which the broker holds for the full wait,
+    and every other partition waits with it: the 1.5 s gaps that made the latency tail
+    (docs/PERFORMANCE.md). The price of 50 ms: an idle worker sends 20 fetches a second."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 - read by start()
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, except that records of the topics in its transport's
     ``batch_handlers`` skip faust's per-message path: each fetched batch goes to its handler as
@@ -129,6 +144,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
     ``broker_commit_interval``, after flushing the producer. Relies on faust-streaming 0.15's
     consumer internals (the version is pinned).
     """
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active = await super()._wait_next_records(timeout)

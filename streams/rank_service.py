@@ -122,12 +122,11 @@ class _Listener(ConsumerRebalanceListener):
         self.service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.service.owned = False
+        """Nothing to hand over: a batch's offset is committed as soon as it is delivered."""
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         # Loaded by the ranking loop, not here: aiokafka sends no heartbeats while this runs.
         if self.service.tp in assigned:
-            self.service.owned = True
             self.service.reload = True
 
 
@@ -139,9 +138,7 @@ class RankerService:
         self.tp = TopicPartition(internal_topic(settings), 0)
         self.store = ChangelogStore(ranked_changelog(settings))
         self.core = RankerCore(self.store)
-        self.owned = False
-        self.reload = False
-        self.batches = 0
+        self.reload = False  # the partition was (re)assigned: read the state back first
         self._connect = {"bootstrap_servers": settings.kafka_bootstrap,
                          **kafka_auth.client_kwargs(settings)}
         self.consumer: AIOKafkaConsumer | None = None
@@ -180,8 +177,13 @@ class RankerService:
             await self.load()
         fetched = await self.consumer.getmany(timeout_ms=timeout_ms)
         records = fetched.get(self.tp)
-        if self.reload:  # assigned during the wait: records of the new assignment need its state
+        if self.reload:
+            # assigned during the wait: these records are read again once the state is loaded
+            # (from where the load leaves the position: it may move it, see below)
+            if records:
+                self.consumer.seek(self.tp, records[0].offset)
             await self.load()
+            return 0
         if not records:
             return 0
         await self.rank(records)
@@ -251,7 +253,6 @@ class RankerService:
             sent += await self._rank_slice([orjson.loads(r.value) for r in chunk],
                                            chunk[0].offset, chunk[-1].offset)
         await asyncio.gather(*sent)  # raises if a message was not delivered: stops the ranker
-        self.batches += 1
         try:
             await self.consumer.commit({self.tp: records[-1].offset + 1})
         except KafkaError as exc:

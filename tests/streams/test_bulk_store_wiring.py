@@ -30,3 +30,21 @@ def test_ranker_off_leaves_ranking_to_a_ranker_process(tmp_path):
     settings = Settings.from_env(env={"BANDO_RANKER": "off"}, data_dir=str(tmp_path))
     app = create_app(settings)
     assert not hasattr(app, "bando_ranker")
+
+
+def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_briefly(tmp_path):
+    """faust's 1.5 s ``fetch_max_wait_ms`` stalled every partition behind a fetch of idle ones
+    (streams.app.BatchConsumerThread)."""
+    import asyncio
+
+    from streams.app import FETCH_MAX_WAIT_MS
+
+    async def build() -> int:
+        settings = Settings.from_env(env={}, kafka_bootstrap="127.0.0.1:9",
+                                     data_dir=str(tmp_path))
+        app = create_app(settings)
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        return consumer._fetch_max_wait_ms
+
+    assert asyncio.run(build()) == FETCH_MAX_WAIT_MS == 50
