@@ -93,6 +93,10 @@ def test_ranker_process_killed_mid_stream_restarts_from_its_changelog(live_setti
         run(produce_lines(s.kafka_bootstrap, s.events_topic, lines[:half]))
         wait_until(lambda: [] if run(read_all(s.kafka_bootstrap, s.scores_topic, 500))
                    else ["no scores yet"], 60, "first scores", logs)
+        # killed once it has committed what it ranked (so its state is in the changelog)
+        wait_until(lambda: [f"lag {n}"] if (n := run(group_lag(
+            s.kafka_bootstrap, ranker_group(s), internal_topic(s)))) else [], 60,
+            "ranker committed", logs)
         ranker.kill()
         # The rest arrives and is scored while no ranker runs; the restarted ranker reads its
         # state back and ranks the internal messages its predecessor did not commit.
@@ -134,8 +138,11 @@ async def _produce_probes(bootstrap: str, topic: str, n: int) -> None:
 
 
 def test_inline_ranker_is_not_held_behind_an_events_backlog(live_settings, tmp_path):
-    """Internal messages produced right after a large backlog of events are ranked while most of
-    the backlog is still unread: ranking does not queue behind the scorer's input."""
+    """Internal messages produced while a worker works through a large backlog of events are
+    ranked before the backlog is read: ranking does not queue behind the scorer's input.
+
+    (Not a discriminating test of the old wiring, whose ranker went first within each fetch
+    too; the latency tail it had is measured by bench/live_pipeline.py.)"""
     from bando.simulator import Generator, messages, read_catalog
 
     s = live_settings.with_(partitions=4, coalesce_seconds=0.25)
@@ -143,33 +150,30 @@ def test_inline_ranker_is_not_held_behind_an_events_backlog(live_settings, tmp_p
     gen = Generator(read_catalog(), start="2024-03-01", end="2024-03-15", seed=3)
     backlog = [value for _, key, value in messages(gen.events(), None, 3) if key is not None]
     assert len(backlog) > 100_000
+    run(produce_lines(s.kafka_bootstrap, s.events_topic, backlog))
     worker = Worker(s, tmp_path / "worker.log", log_level="info")
     try:
         worker.start()
-        # ready: the ranker's group owns the internal topic and the scorer has committed
-        run(produce_ticks(s.kafka_bootstrap, s.events_topic, s.partitions,
-                          "2024-03-01T00:00:00+07:00", "start"))
-        wait_until(lambda: [f"lag {n}"] if (n := run(group_lag(
-            s.kafka_bootstrap, s.app_id, s.events_topic))) else [], 90, "worker up",
-            worker.log_tail)
+        # the scorer has started on the backlog (its first commit) and the ranker is up
+        wait_until(lambda: [] if run(group_lag(s.kafka_bootstrap, s.app_id, s.events_topic))
+                   < len(backlog) else ["nothing committed"], 90, "worker up", worker.log_tail)
         wait_until(lambda: [] if "ranker: loaded" in worker.log_tail() else ["not yet"], 60,
                    "ranker up", worker.log_tail)
-        run(produce_lines(s.kafka_bootstrap, s.events_topic, backlog))
         run(_produce_probes(s.kafka_bootstrap, internal_topic(s), 3))
 
         def ranked() -> list[str]:
-            got = {m["unit_id"]: m for m in run(read_all(s.kafka_bootstrap, s.scores_topic,
-                                                         300)) if m["peer_group"] == "probe"}
+            got = {m["unit_id"] for m in run(read_all(s.kafka_bootstrap, s.scores_topic, 300))
+                   if m["peer_group"] == "probe"}
             return [] if len(got) == 3 else [f"{len(got)} probes ranked"]
 
         wait_until(ranked, 60, "probes ranked", worker.log_tail)
         lag = run(group_lag(s.kafka_bootstrap, s.app_id, s.events_topic))
     finally:
         worker.stop()
-    assert lag > len(backlog) // 2, f"the probes were ranked only once the backlog was read " \
-                                    f"({lag} of {len(backlog)} events left)"
+    assert lag > len(backlog) // 10, (
+        f"the probes were ranked only once the backlog was read ({lag} of {len(backlog)} "
+        "events left)")
     probes = {m["unit_id"]: m for m in run(read_all(s.kafka_bootstrap, s.scores_topic))
               if m["peer_group"] == "probe"}
     assert {u: m["rank"] for u, m in probes.items()} == {"probe-0": 3, "probe-1": 2,
                                                          "probe-2": 1}
-    assert ranker_group(s) == f"{s.app_id}-ranker"
