@@ -1,12 +1,13 @@
 """The ranker stage on its own Kafka consumer: ``<app>-unit-scored`` in, ranked outputs out.
 
-Why not faust's consumer: the worker's one aiokafka consumer (run by faust in its own thread)
-fetched the internal topic together with ``procedure-events``, and under load the ranker's
-records waited there behind the event stream: seconds-long gaps in which the ranker was not
-called while the event loop was free (docs/PERFORMANCE.md, "Live pipeline"). Here the ranker
-has a plain ``AIOKafkaConsumer`` and ``AIOKafkaProducer`` of its own: its fetches and produce
-requests queue behind nobody's. It runs inside ``bando worker`` (a task of the faust app,
-``Settings.ranker == "inline"``) or as its own process (``bando ranker``); the code is the same.
+Why not faust's consumer: the worker's one aiokafka consumer (faust's, in its own thread)
+fetched the internal topic together with ``procedure-events``, so ranking waited for whatever
+held the scorer's fetches: faust's 1.5 s fetch wait (now 50 ms, ``streams.app``), a fetch of
+events being drained, and faust's stopped flow during a rebalance of the events group or a
+table recovery. Here the ranker has a plain ``AIOKafkaConsumer`` and ``AIOKafkaProducer`` of its
+own, so its fetches and produce requests queue behind nobody's. It runs inside ``bando worker``
+(a task of the faust app, ``Settings.ranker == "inline"``, the default) or as its own process
+(``bando ranker``, workers with ``BANDO_RANKER=off``); the code is the same.
 
 Ownership: consumer group ``<app_id>-ranker``. The internal topic has one partition (see
 ``streams.ranker``), so one member of the group ranks; when it dies the group moves the
@@ -15,12 +16,14 @@ partition to another worker after the session timeout.
 State: RankerCore's ``ranked`` table (each unit's latest published message) lives in the
 compacted topic ``<app_id>-ranked-changelog``, with the key and value encoding (JSON) that
 faust's table used there, so a deployment's state carries over. It is read whole whenever the
-partition is assigned (one record per (window, unit) once compacted: a few hundred).
+partition is assigned: a few hundred keys (window, unit), and the records not yet compacted
+away (the broker compacts closed segments only).
 
 Guarantee: at-least-once with idempotent outputs, as in the scorer. A batch's changelog records
 and output messages are acknowledged by the broker (acks=all) before the batch's offset is
 committed; a batch replayed after a crash or a rebalance is ranked again from the reloaded
-state: a re-delivered older score is ignored, the same score is published again unchanged.
+state: a re-delivered older score is ignored, the same score is published again (its
+``rank_basis`` names the new batch).
 """
 
 from __future__ import annotations
