@@ -200,6 +200,7 @@ class RankerService:
         t0 = time.perf_counter()
         tp = TopicPartition(self.store.topic, 0)
         loader = AIOKafkaConsumer(**self._connect, enable_auto_commit=False,
+                                  auto_offset_reset="earliest",
                                   fetch_max_bytes=LOAD_FETCH_BYTES,
                                   max_partition_fetch_bytes=LOAD_FETCH_BYTES)
         await loader.start()
@@ -207,7 +208,9 @@ class RankerService:
         try:
             loader.assign([tp])
             end = (await loader.end_offsets([tp]))[tp]
-            await loader.seek_to_beginning(tp)
+            # an explicit offset: aiokafka's seek_to_beginning right after assign() can lose to
+            # the reset that assign() started (seen: the position at the end, nothing read)
+            loader.seek(tp, (await loader.beginning_offsets([tp]))[tp])
             self.store.data.clear()
             self.store.pending.clear()
             while end and await loader.position(tp) < end:

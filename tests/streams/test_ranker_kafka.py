@@ -8,6 +8,7 @@ it ranks messages of the internal topic while most of the backlog is still unrea
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -32,7 +33,12 @@ from test_pipeline_kafka import SHARED, check_equal, example_lines, final_time, 
 
 from bando.infra import ensure_project_topics
 from bando.settings import Settings
-from streams.rank_service import internal_topic, ranker_group
+from streams.rank_service import (
+    RankerService,
+    create_ranker_topics,
+    internal_topic,
+    ranker_group,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +120,35 @@ def test_ranker_process_killed_mid_stream_restarts_from_its_changelog(live_setti
     assert len(loads) == 2 and loads[0] == 0 and loads[1] > 0, loads
     # the worker ranked nothing itself
     assert "ranker: loaded" not in worker.log_path.read_text(errors="replace")
+
+
+def test_a_ranker_reads_its_whole_changelog_back(live_settings):
+    """What one ranker wrote, the next one (or the same after a rebalance) reads in full."""
+    s = live_settings
+    create_ranker_topics(s)
+
+    async def go() -> tuple[int, int]:
+        first = RankerService(s)
+        await first.start()
+        try:
+            for i in range(50):
+                first.store.put("ranked", 0, f"month\x1fu{i}", {"unit_id": f"u{i}",
+                                                                "peer_group": "g"})
+            await asyncio.gather(*await first.store.publish(first.producer))
+            first.store.data.clear()
+            await first.load()
+            again = len(first.store.data)
+        finally:
+            await first.stop()
+        second = RankerService(s)
+        await second.start()
+        try:
+            await second.load()
+            return again, len(second.store.data)
+        finally:
+            await second.stop()
+
+    assert run(go()) == (50, 50)
 
 
 def _probe(unit: str, total: float, n: int) -> bytes:
