@@ -151,6 +151,46 @@ def test_a_ranker_reads_its_whole_changelog_back(live_settings):
     assert run(go()) == (50, 50)
 
 
+def test_a_new_ranker_group_resumes_where_the_worker_group_stopped(live_settings):
+    """Upgrading: the internal topic was read by the workers' faust group; the ranker's own
+    group starts at that group's offset, not at the beginning of the topic's history."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    s = live_settings
+    ensure_project_topics(s.kafka_bootstrap, s)
+    create_ranker_topics(s)
+    tp = TopicPartition(internal_topic(s), 0)
+
+    async def go() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await producer.start()
+        for i in range(8):
+            await producer.send_and_wait(tp.topic, _probe(f"old-{i}", 1.0, i), partition=0)
+        await producer.stop()
+        old = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=s.app_id,
+                               enable_auto_commit=False)
+        await old.start()
+        old.assign([tp])
+        await old.commit({tp: OffsetAndMetadata(5, "")})
+        await old.stop()
+        ranker = RankerService(s)
+        await ranker.start()
+        try:
+            for _ in range(30):
+                await ranker.step(timeout_ms=500)
+                if await ranker.consumer.committed(tp) is not None:
+                    break
+            return await ranker.consumer.committed(tp)
+        finally:
+            await ranker.stop()
+
+    # offsets 5..7 ranked (and committed), 0..4 left to the old group's history
+    assert run(go()) == 8
+    ranked = {m["unit_id"] for m in run(read_all(s.kafka_bootstrap, s.scores_topic))}
+    assert ranked == {"old-5", "old-6", "old-7"}
+
+
 def _probe(unit: str, total: float, n: int) -> bytes:
     """An internal message (the scorer's flush output) for a unit of a peer group of its own."""
     return orjson.dumps({
