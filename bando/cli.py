@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("bando.commands.score", "score a file of events offline (SPEC section 5)"),
     "rate": ("bando.commands.rate", "apply a model's points rules to given counts"),
     "worker": ("streams.worker", "run a live scorer worker (faust)"),
+    "ranker": ("streams.ranker_cli", "run the ranker stage alone (workers with BANDO_RANKER=off)"),
     "simulate": ("bando.simulator.cli", "generate realistic HCMC activity (file or live)"),
     "infra": ("bando.infra.cli", "start/stop the local Kafka broker and Redis"),
     "demo": ("bando.demo", "run the whole demo: broker, Redis, simulator, scorer, display"),

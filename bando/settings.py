@@ -49,6 +49,7 @@ class Settings:
     catalog_path: str = ""  # empty: the built-in HCMC catalog
     model: str = "vn766@1"
     coalesce_seconds: float = 1.0
+    ranker: str = "inline"  # "inline": in each worker; "off": a `bando ranker` process ranks
     max_clock_skew_seconds: float = 300.0
     max_message_bytes: int = 64 * 1024
     app_id: str = "bando-scorer"

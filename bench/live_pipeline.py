@@ -222,6 +222,34 @@ def latencies(produced: dict[tuple[int, int], tuple[str, int]], scores: list[Any
     return out
 
 
+def rank_stage(internal: list[Any], scores: list[Any]) -> list[int]:
+    """ms from an internal ``<app>-unit-scored`` message to the ``unit-scores`` message that
+    ranked it (the ranker stage alone): matched by the score's ``rank_basis`` offsets, unit
+    and window."""
+    by_offset = {m.offset: m for m in internal}
+    out: list[int] = []
+    for m in scores:
+        msg = orjson.loads(m.value)
+        first, last = ((msg.get("rank_basis") or {}).get("offsets") or [None, None])
+        if first is None:
+            continue
+        for off in range(last, first - 1, -1):
+            rec = by_offset.get(off)
+            if rec is None:
+                continue
+            src = orjson.loads(rec.value)
+            if src["unit_id"] == msg["unit_id"] and src["window"] == msg["window"]:
+                out.append(m.timestamp - rec.timestamp)
+                break
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc)."""
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
@@ -245,7 +273,13 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--coalesce", type=float, default=0.25,
                     help="latency run: BANDO_COALESCE_SECONDS (a unit's update interval)")
+    ap.add_argument("--throughput-coalesce", type=float,
+                    help="throughput run: BANDO_COALESCE_SECONDS (default: the settings' 1 s)")
     ap.add_argument("--skip", default="", help="comma list of: naive,throughput,latency")
+    ap.add_argument("--cpu-hogs", type=int, default=0, metavar="N",
+                    help="latency run: N busy-loop processes alongside (a loaded machine)")
+    ap.add_argument("--ranker-process", action="store_true",
+                    help="latency run: the worker with BANDO_RANKER=off and a `bando ranker`")
     ap.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
                     help="record the bando worker with py-spy once it commits (raw stacks)")
     args = ap.parse_args()
@@ -289,13 +323,15 @@ def main() -> int:
                   f"({done} events in the {secs:.0f}s after its first commit)")
 
         if "throughput" not in skip:
+            ts = s if args.throughput_coalesce is None else s.with_(
+                coalesce_seconds=args.throughput_coalesce)
             done, secs, startup = run_until_caught_up(
-                [sys.executable, "-m", "bando.cli", "worker"], worker_env(s), bootstrap,
+                [sys.executable, "-m", "bando.cli", "worker"], worker_env(ts), bootstrap,
                 s.app_id, s.events_topic, tmp / "worker.log", 900, args.py_spy)
             rate = done / secs
             print(f"bando    1 worker: {rate:,.0f} events/s ({done} events from its first "
                   f"commit to caught up in {secs:.1f}s; {startup:.1f}s to the first commit; "
-                  f"commit interval 1 s)")
+                  f"commit interval 1 s, coalesce interval {ts.coalesce_seconds} s)")
             print(f"ratio    bando / ceiling: {rate / ceiling_rate:.2f}")
             if naive_rate:
                 print(f"ratio    bando / naive: {rate / naive_rate:.1f}")
@@ -305,8 +341,16 @@ def main() -> int:
                 coalesce_seconds=args.coalesce)
             ensure_project_topics(bootstrap, ls)
             log = open(tmp / "latency-worker.log", "wb")  # noqa: SIM115
+            if args.ranker_process:
+                ls = ls.with_(ranker="off")
             worker = subprocess.Popen([sys.executable, "-m", "bando.cli", "worker"], cwd=REPO,
                                       env=worker_env(ls), stdout=log, stderr=subprocess.STDOUT)
+            # other processes of the run: a `bando ranker`, busy loops
+            others = [subprocess.Popen([sys.executable, "-m", "bando.cli", "ranker"], cwd=REPO,
+                                       env=worker_env(ls), stdout=log, stderr=subprocess.STDOUT)
+                      for _ in range(int(args.ranker_process))]
+            others += [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                       for _ in range(args.cpu_hogs)]
             try:
                 # ready = the group has committed a first tick
                 tick = orjson.dumps({"event_id": f"warm-{ls.app_id}", "type": "clock.tick",
@@ -317,11 +361,18 @@ def main() -> int:
                     if time.perf_counter() - t0 > 120:
                         raise SystemExit("latency worker did not start")
                     time.sleep(0.5)
+                ours = [worker.pid] + [p.pid for p in others[:int(args.ranker_process)]]
+                cpu0, t_cpu = sum(map(cpu_seconds, ours)), time.perf_counter()
                 produced = asyncio.run(produce_steady(bootstrap, ls.events_topic, lines,
                                                       args.rate, args.latency_seconds))
+                cpu = (sum(map(cpu_seconds, ours)) - cpu0) / (time.perf_counter() - t_cpu)
                 time.sleep(5)
                 scores = asyncio.run(read_scores(bootstrap, ls.scores_topic))
+                internal = asyncio.run(read_scores(bootstrap, f"{ls.app_id}-unit-scored"))
             finally:
+                for other in others:
+                    other.terminate()
+                    other.wait(30)
                 worker.terminate()
                 worker.wait(30)
             lat = latencies(produced, scores)
@@ -330,7 +381,19 @@ def main() -> int:
             print(f"latency  {len(produced)} events at {args.rate:,.0f}/s for "
                   f"{args.latency_seconds:.0f}s: event -> unit-scores p50 {pct(lat, 0.5):.0f} ms, "
                   f"p99 {pct(lat, 0.99):.0f} ms, max {max(lat)} ms ({len(lat)} events matched, "
-                  f"coalesce interval {ls.coalesce_seconds} s)")
+                  f"coalesce interval {ls.coalesce_seconds} s, {args.cpu_hogs} CPU hogs; load "
+                  f"{os.getloadavg()[0]:.1f})")
+            print(f"cpu      worker{' + ranker' if args.ranker_process else ''}: {cpu:.2f} "
+                  "of a core while events were produced")
+            scorer_stage = latencies(produced, internal)
+            if scorer_stage:
+                print(f"stage    event -> internal unit-scored (scorer + coalescing): p50 "
+                      f"{pct(scorer_stage, 0.5):.0f} ms, p99 {pct(scorer_stage, 0.99):.0f} ms")
+            stage = rank_stage(internal, scores)
+            if stage:
+                print(f"stage    internal unit-scored -> unit-scores (ranker): p50 "
+                      f"{pct(stage, 0.5):.0f} ms, p90 {pct(stage, 0.9):.0f} ms, p99 "
+                      f"{pct(stage, 0.99):.0f} ms, max {max(stage)} ms ({len(stage)} scores)")
     finally:
         if broker:
             broker.stop()

@@ -3,8 +3,10 @@
     procedure-events ──scorer agent──> tables (seen, units, facts, clock)
           │  (partitioned by unit)         └─ timer every coalesce interval ─┐
           └─ bad input ──> procedure-events-dlq                             v
-    <app>-unit-scored (1 partition, key peer_group) ──ranker agent──> unit-scores,
-                                                                      rank-changes, band-changes
+    <app>-unit-scored (1 partition, key peer_group) ──ranker──> unit-scores,
+                                                                rank-changes, band-changes
+The ranker has its own consumer, producer and state (``streams.rank_service``): in this process
+(``Settings.ranker == "inline"``) or in a ``bando ranker`` process.
 
 Guarantee: at-least-once delivery with idempotent state. faust commits an input offset only
 after the batch is processed and the producer (changelogs included) is flushed; a batch
@@ -43,14 +45,14 @@ from scoring.catalog import Catalog, load_catalog
 from scoring.model import Model, load_model
 from streams.bulkstore import BulkTableManager, bulk_table
 from streams.dlq import dlq_record
-from streams.ranker import RankerCore
+from streams.rank_service import RankerService, internal_topic
 from streams.scorer import Message, ScorerCore
 
 log = logging.getLogger(__name__)
 
 SCORER_TABLES = ("seen", "units", "facts", "clock")
 SCORE_SLICE = 2000  # events per ScorerCore.process call
-RANK_SLICE = 1000  # unit scores per RankerCore.process call
+FETCH_MAX_WAIT_MS = 50  # faust hard-codes 1,500: see BatchConsumerThread
 
 
 class FaustStore:
@@ -120,6 +122,20 @@ class FaustStore:
 BatchHandler = Callable[[TP, list[Any]], Awaitable[None]]
 
 
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread with a short ``fetch_max_wait_ms``. aiokafka keeps one fetch in
+    flight per broker, made of the partitions that have nothing buffered; when the worker is
+    slow to drain a fetch (a loaded machine), the next one can hold only partitions with no
+    traffic (faust's ``__assignor-__leader`` topic), which the broker holds for the full wait,
+    and every other partition waits with it: the 1.5 s gaps that made the latency tail
+    (docs/PERFORMANCE.md). The price of 50 ms: an idle worker sends 20 fetches a second."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 - read by start()
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, except that records of the topics in its transport's
     ``batch_handlers`` skip faust's per-message path: each fetched batch goes to its handler as
@@ -129,16 +145,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
     consumer internals (the version is pinned).
     """
 
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active = await super()._wait_next_records(timeout)
         handlers: dict[str, BatchHandler] = self.transport.batch_handlers
         if not records or not handlers or not self.flow_active:
             return records, active
-        # Topics in the transport's batch_first go first (the ranker's): a fetch can hold
-        # seconds of events, and ranking waiting behind them was the latency tail.
-        first: set[str] = self.transport.batch_first
-        for tp in sorted((tp for tp in records if tp.topic in handlers),
-                         key=lambda tp: tp.topic not in first):
+        for tp in [tp for tp in records if tp.topic in handlers]:
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue  # paused: faust drops these too
             batch = records.pop(tp)
@@ -208,12 +223,6 @@ class BatchTransport(faust_aiokafka.Transport):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_handlers: dict[str, BatchHandler] = {}
-        self.batch_first: set[str] = set()  # topics whose batches are handled before others
-
-
-def internal_topic(settings: Settings) -> str:
-    """Unit scores re-keyed by peer group, kept for ever: audits re-run ranking from it."""
-    return f"{settings.app_id}-unit-scored"
 
 
 def create_app(
@@ -257,10 +266,8 @@ def create_app(
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes, **raw)
     dlq = app.topic(settings.dlq_topic, **raw)
+    # not consumed here: the ranker reads it with its own consumer (streams.rank_service)
     scored = app.topic(internal_topic(settings), partitions=1, internal=True, **raw)
-    scores = app.topic(settings.scores_topic, **raw)
-    rank_changes = app.topic(settings.rank_changes_topic, **raw)
-    band_changes = app.topic(settings.band_changes_topic, **raw)
     at_risk = app.topic(settings.at_risk_topic, **raw)
 
     # Newly active changelog partitions are read in bulk by the tables' store (streams.bulkstore);
@@ -271,7 +278,6 @@ def create_app(
                          recovery_buffer_size=10_000)
         for name in SCORER_TABLES
     }
-    ranked = bulk_table(app, "ranked", loader, default=None, partitions=1)
     if now_us is None:
         def now_us() -> int:
             return time.time_ns() // 1000
@@ -283,15 +289,12 @@ def create_app(
     # worker's logging setup leaves them enabled: a sixth of recovery time
     logging.getLogger("faust.tables.recovery").setLevel(logging.INFO)
     scorer_store = FaustStore(tables)
-    ranker_store = FaustStore({"ranked": ranked})
     scorer = ScorerCore(catalog, model, scorer_store, topic=settings.events_topic,
                         max_bytes=settings.max_message_bytes,
                         max_skew_us=int(settings.max_clock_skew_seconds * 1_000_000),
                         now_us=now_us)
-    ranker = RankerCore(ranker_store)
-    ready = {"scorer": False, "ranker": False}
+    ready = {"scorer": False}
     app.bando_scorer = scorer  # type: ignore[attr-defined]
-    app.bando_ranker = ranker  # type: ignore[attr-defined]
 
     def assigned(topic: str) -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
@@ -309,14 +312,9 @@ def create_app(
         gc.freeze()
         ready["scorer"] = True
 
-    @ranked.on_recover
-    async def _rebuild_ranker() -> None:
-        ranker.rebuild()
-        ready["ranker"] = True
-
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: set, **_: Any) -> None:
-        ready["scorer"] = ready["ranker"] = False
+        ready["scorer"] = False
 
     async def _score(msgs: list[Message]) -> None:
         outcome = scorer.process(msgs)
@@ -376,7 +374,7 @@ def create_app(
     async def _observe() -> None:
         """Lag and state size for /metrics (bounded labels: partitions and table names)."""
         await metrics.update_consumer_lag(app.consumer)
-        for name, table in {**tables, "ranked": ranked}.items():
+        for name, table in tables.items():
             metrics.TABLE_ROWS.labels(table=name).set(len(table.data))
 
     if settings.at_risk_interval_seconds > 0:
@@ -387,51 +385,14 @@ def create_app(
             for msg in scorer.at_risk(settings.at_risk_horizon_seconds):
                 await _send(at_risk, msg["unit_id"], msg)
 
-    async def _rank(incoming: list[dict[str, Any]], first: int, last: int) -> None:
-        if not ready["ranker"]:
-            ranker.rebuild()  # first message can beat the recovery callback
-            ready["ranker"] = True
-        # The batch bounds make ranking replayable: an auditor re-runs RankerCore over the
-        # same slices of the single-partition internal topic (audit.verify).
-        basis = {"topic": scored.get_topic_name(), "offsets": [first, last]}
-        out = ranker.process(incoming, basis)
-        await ranker_store.publish(app.producer)
-        now = time.time()
-        for msg in out.scores:
-            await _send(scores, msg["unit_id"], msg)
-            metrics.SCORES_PUBLISHED.inc()
-            metrics.observe_unit_score(msg["unit_id"], msg["window"], msg["total"], msg["band"])
-        for item in incoming:
-            if arrived := item.get("arrived_ms"):
-                metrics.EVENT_TO_SCORE_SECONDS.observe(max(0.0, now - arrived / 1000))
-        for msg in out.rank_changes:
-            await _send(rank_changes, msg["peer_group"], msg)
-        for msg in out.band_changes:
-            await _send(band_changes, msg["unit_id"], msg)
-            metrics.BAND_CHANGES.labels(direction=msg["direction"],
-                                        window_kind=metrics.window_kind(msg["window"])).inc()
+    if settings.ranker not in ("inline", "off"):
+        raise ValueError(f"BANDO_RANKER must be inline or off, not {settings.ranker!r}")
+    if settings.ranker == "inline":
+        service = RankerService(settings)
+        app.bando_ranker = service  # type: ignore[attr-defined]
 
-    async def _rank_records(tp: TP, records: list[Any]) -> None:
-        consumer = app.consumer
-        generation = app.consumer_generation_id
-        records = await consumer.new_records(tp, records)
-        for i in range(0, len(records), RANK_SLICE):
-            if not consumer.still_current(generation):
-                return
-            chunk = records[i:i + RANK_SLICE]
-            await _rank([orjson.loads(r.value) for r in chunk], chunk[0].offset,
-                        chunk[-1].offset)
-            consumer.ack_offsets(tp, [r.offset for r in chunk])
-            await asyncio.sleep(0)
-
-    transport.batch_handlers[scored.get_topic_name()] = _rank_records
-    transport.batch_first.add(scored.get_topic_name())
-
-    # Like the scorer agent: subscribes the group; records normally go to _rank_records.
-    @app.agent(scored, name="bando-ranker")
-    async def rank(stream: Any) -> None:
-        async for batch in stream.take_events(RANK_SLICE, within=0.05):
-            await _rank([orjson.loads(e.message.value) for e in batch],
-                        batch[0].message.offset, batch[-1].message.offset)
+        @app.task
+        async def _ranker() -> None:
+            await service.run()
 
     return app

@@ -19,7 +19,8 @@ Principals and what they may do (``bando_acls``, as in deploy/SCALE-OUT.md):
 
 * worker: read ``procedure-events``; write the DLQ, the three output topics and ``at-risk``
   (and create them if missing, which it tries at start); everything on its own ``<app_id>-`` topics
-  (changelogs, internal re-key topic); its consumer group ``<app_id>``;
+  (changelogs, internal re-key topic); its consumer groups ``<app_id>`` and ``<app_id>-ranker``
+  (the ranker's own consumer, also used by a ``bando ranker`` process);
 * ingest (the city system, the simulator): write ``procedure-events``;
 * board (display): read the three output topics (no group: it assigns partitions itself);
 * notifier: read ``band-changes`` and ``at-risk`` with group ``bando-notifier``, write its
@@ -311,6 +312,7 @@ def bando_acls(
         allow(w, "topic", topic, ["write", "describe", "create"])
     allow(w, "topic", f"{settings.app_id}-", ["all"], pattern="prefixed")
     allow(w, "group", settings.app_id, ["read", "describe"])
+    allow(w, "group", f"{settings.app_id}-ranker", ["read", "describe"])  # streams.rank_service
     allow(principals.ingest, "topic", settings.events_topic, ["write", "describe"])
     for topic in outputs:
         allow(principals.board, "topic", topic, ["read", "describe"])
