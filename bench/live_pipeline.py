@@ -274,7 +274,7 @@ def main() -> int:
     ap.add_argument("--coalesce", type=float, default=0.25,
                     help="latency run: BANDO_COALESCE_SECONDS (a unit's update interval)")
     ap.add_argument("--throughput-coalesce", type=float,
-                    help="throughput run: BANDO_COALESCE_SECONDS (default: the settings' 1 s)")
+                    help="throughput run: BANDO_COALESCE_SECONDS (default: the settings' 0.25 s)")
     ap.add_argument("--skip", default="", help="comma list of: naive,throughput,latency")
     ap.add_argument("--cpu-hogs", type=int, default=0, metavar="N",
                     help="latency run: N busy-loop processes alongside (a loaded machine)")
