@@ -13,7 +13,6 @@ Stages, CPU seconds, interleaved rounds, one process:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import sys
 import time
@@ -25,20 +24,12 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from offline_throughput import decode_only  # noqa: E402 - this folder, the same ceiling
+
 from bando.batch import load  # noqa: E402
 from scoring.catalog import load_catalog  # noqa: E402
 from scoring.facts import Dossier  # noqa: E402
 from scoring.model import load_model  # noqa: E402
-
-
-def decode(path: Path) -> None:
-    loads, error = orjson.loads, orjson.JSONDecodeError
-    with open(path, "rb") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                with contextlib.suppress(error):
-                    loads(line)
 
 
 def floor(path: Path) -> dict[str, dict[str, Dossier]]:
@@ -76,7 +67,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     catalog, model = load_catalog(None), load_model("vn766@1")
-    stages = {"decode": lambda: decode(args.events), "floor": lambda: floor(args.events),
+    stages = {"decode": lambda: decode_only(args.events), "floor": lambda: floor(args.events),
               "load": lambda: load(args.events, catalog, model)}
     for _ in range(args.repeat):
         for name, fn in stages.items():

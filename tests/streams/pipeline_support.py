@@ -40,12 +40,13 @@ class Worker:
         self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "bando.cli", "worker", "--log-level", self.log_level]
+
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bando.cli", "worker", "--log-level", self.log_level],
-            cwd=REPO, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-        )
+        self.proc = subprocess.Popen(self.argv(), cwd=REPO, env=settings_env(self.settings),
+                                     stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def kill(self) -> None:

@@ -10,29 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from pipeline_support import (
-    REPO,
     Worker,
     group_lag,
     produce_lines,
     produce_ticks,
     read_all,
     run,
-    settings_env,
     wait_until,
 )
 from test_pipeline_kafka import SHARED, check_equal, example_lines, final_time, truth
 
 from bando.infra import ensure_project_topics
-from bando.settings import Settings
 from streams.rank_service import (
     RankerService,
     create_ranker_topics,
@@ -43,41 +37,16 @@ from streams.rank_service import (
 pytestmark = pytest.mark.integration
 
 
-class Ranker:
-    """``bando ranker`` as a real process."""
+class Ranker(Worker):
+    """``bando ranker`` as a real process (start, kill, stop, log_tail as a worker's)."""
 
-    def __init__(self, settings: Settings, log_path: Path):
-        self.settings = settings
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Ranker:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "bando.cli", "ranker"], cwd=REPO,
-                                     env=settings_env(self.settings), stdout=log,
-                                     stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "bando.cli", "ranker"]
 
     def loads(self) -> list[int]:
         """Changelog records each start loaded (from its log)."""
         text = self.log_path.read_text(errors="replace")
         return [int(n) for n in re.findall(r"ranker: loaded (\d+) changelog records", text)]
-
-    def log_tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode("utf-8", "replace")
 
 
 def test_ranker_process_killed_mid_stream_restarts_from_its_changelog(live_settings, tmp_path):
