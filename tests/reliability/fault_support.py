@@ -123,7 +123,9 @@ class Service:
 
 def worker(settings: Settings, log_path: Path, extra_env: dict[str, str | None] | None = None
            ) -> Service:
-    return Service(settings, ["worker", "--log-level", "warning"], log_path, extra_env)
+    # BANDO_TEST_WORKER_LOG=info keeps the workers' recovery and rebalance steps in their logs
+    level = os.environ.get("BANDO_TEST_WORKER_LOG", "warning")
+    return Service(settings, ["worker", "--log-level", level], log_path, extra_env)
 
 
 @contextlib.contextmanager
