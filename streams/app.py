@@ -382,7 +382,12 @@ def create_app(
         async def _early_warnings() -> None:
             if not ready["scorer"]:
                 return
-            for msg in scorer.at_risk(settings.at_risk_horizon_seconds):
+            # no await between the flush and the assessment: events folded in between would
+            # make the running counts and the open dossiers disagree
+            scores, warnings = scorer.flush_and_warn(settings.at_risk_horizon_seconds)
+            for msg in scores:
+                await _send(scored, msg["peer_group"], msg)
+            for msg in warnings:
                 await _send(at_risk, msg["unit_id"], msg)
 
     if settings.ranker not in ("inline", "off"):

@@ -224,7 +224,9 @@ class ScorerCore:
 
         Assessed at the time of the unit's last flush (its running counts), so a warning and a
         score never disagree about event time; a unit's first assessment is sent only if it is
-        at risk.
+        at risk. The counts are those of the last flush and the open dossiers are read from the
+        live state, so a unit with events folded since then is left for a later call (the two
+        would disagree: the worker once crashed on it); ``flush_and_warn`` assesses every unit.
         """
         from alerts.at_risk import OpenDossierIndex, assess, to_message
 
@@ -232,7 +234,7 @@ class ScorerCore:
         tz = self.model.timezone
         for unit_id, running in self.running.items():
             unit = self.catalog.by_id.get(unit_id)
-            if unit is None:
+            if unit is None or unit_id in self._touched:
                 continue
             t = running.t
             window = window_of("month", t, tz)
@@ -253,6 +255,13 @@ class ScorerCore:
             self._last_risk[key] = status
             out.append(to_message(result, unit_id, window.name, name=unit.name, tz=tz))
         return out
+
+    def flush_and_warn(self, horizon_seconds: float
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``flush`` then ``at_risk`` with nothing folded in between: every unit is assessed
+        on counts that match its dossiers. The caller sends both lists afterwards."""
+        scores = self.flush()
+        return scores, self.at_risk(horizon_seconds)
 
     # --- output -----------------------------------------------------------------------------
 

@@ -102,3 +102,31 @@ def test_a_unit_never_at_risk_sends_nothing() -> None:
     feed(core, scenario() + [tick(at(3, 9), 1)], 0)  # nothing falls due within 1 hour
     core.flush()
     assert core.at_risk(3600) == []
+
+
+def _late_arrivals(offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Two more open dossiers of the unit, due that afternoon, received after the last flush."""
+    evs = [{"event_id": f"N-{i}-r", "type": "dossier.received", "occurred_at": at(12, 9, 30 + i),
+            "unit_id": UNIT, "dossier_id": f"N-{i}", "procedure_id": "P1", "channel": "online",
+            "due_at": at(12, 15), "online_eligible": True, "full_online": True,
+            "fee_required": True, "reused_data": True, "pds_linked": True,
+            "population_db": True} for i in range(2)]
+    return evs, offset
+
+
+def test_events_after_the_last_flush_neither_crash_nor_skew_the_early_warning() -> None:
+    """The warning reads the running counts of the last flush and the live dossiers: events
+    folded in between made them disagree, and the worker crashed (AtRiskInputError, seen in a
+    fault test). ``flush_and_warn`` assesses right after a flush; ``at_risk`` alone leaves a
+    unit with unflushed events for the next round."""
+    catalog = Catalog([Unit(UNIT, "Quận 7", "district")])
+    core = ScorerCore(catalog, load_model(), Store())
+    offset = feed(core, scenario() + [tick(at(12, 9), 1)], 0)
+    core.flush()
+    late, _ = _late_arrivals(offset)
+    offset = feed(core, late, offset)
+    assert core.at_risk(24 * 3600) == []  # counts are stale for this unit: not assessed yet
+    scores, warnings = core.flush_and_warn(24 * 3600)
+    assert scores  # the two new dossiers changed the unit's counts
+    assert [w["dossier_ids"] for w in warnings] == [
+        [f"D-{i:02d}" for i in range(5, 10)] + ["N-0", "N-1"]]
