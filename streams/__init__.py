@@ -1,2 +1,3 @@
 """The live pipeline (faust-streaming over aiokafka). ``create_app`` wires the faust-free
-``ScorerCore`` and ``RankerCore``; ``bando worker`` runs it."""
+``ScorerCore`` and ``streams.rank_service`` (``RankerCore`` on its own consumer); ``bando worker``
+runs it, ``bando ranker`` runs the ranker alone."""

@@ -1,4 +1,4 @@
-"""The faust application: thin wiring of ``ScorerCore`` and ``RankerCore`` to Kafka.
+"""The faust application: thin wiring of ``ScorerCore`` (and the ranker service) to Kafka.
 
     procedure-events ──scorer agent──> tables (seen, units, facts, clock)
           │  (partitioned by unit)         └─ timer every coalesce interval ─┐

@@ -1,6 +1,7 @@
 """A valid body of every event type (SPEC section 1), for tests that mutate one field at a time
 and compare two implementations (the validator against the schema, a fast path against its
-reference). ``tests/`` is on ``sys.path`` through ``tests/conftest.py``."""
+reference); and ``facts_of``, the folded facts of an engine in a comparable form.
+``tests/`` is on ``sys.path`` through ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ VALID: dict[str, dict[str, Any]] = {
                             "publicized_on_time": False, "complete": True},
     "clock.tick": {},
 }
+
+
+def facts_of(engine: Any) -> dict[str, Any]:
+    """Every unit's dossiers, petitions and publications as plain data (``scoring.engine.Engine``
+    states), so two loads of the same events compare with ``==``."""
+    return {u: ({k: d.to_dict() for k, d in s.dossiers.items()},
+                {k: p.to_dict() for k, p in s.petitions.items()},
+                {k: (p.ts, p.announced_on_time, p.publicized_on_time, p.complete)
+                 for k, p in s.publications.items()})
+            for u, s in engine.states.items()}

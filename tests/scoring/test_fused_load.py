@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from event_samples import VALID
+from event_samples import VALID, facts_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,21 +116,13 @@ def _reference(path: Path) -> tuple[list[dict], int, int, int | None, dict[str, 
             max_ts = item.ts if max_ts is None else max(max_ts, item.ts)
             engine.apply(item)
     duplicates = sum(1 for _ in iter_lines(path)) - accepted - len(rejected)
-    return rejected, accepted, duplicates, max_ts, _state(engine)
-
-
-def _state(engine: Engine) -> dict[str, Any]:
-    return {u: ({k: d.to_dict() for k, d in s.dossiers.items()},
-                {k: p.to_dict() for k, p in s.petitions.items()},
-                {k: (p.ts, p.announced_on_time, p.publicized_on_time, p.complete)
-                 for k, p in s.publications.items()})
-            for u, s in engine.states.items()}
+    return rejected, accepted, duplicates, max_ts, facts_of(engine)
 
 
 def _fused(path: Path) -> tuple[list[dict], int, int, int | None, dict[str, Any]]:
     loaded = load(path, UNITS, VN766, max_bytes=LIMIT)
     return ([r.to_dict() for r in loaded.rejected], loaded.accepted, loaded.duplicates,
-            loaded.max_ts, _state(loaded.engine))
+            loaded.max_ts, facts_of(loaded.engine))
 
 
 def _agree(lines: list[bytes]) -> None:

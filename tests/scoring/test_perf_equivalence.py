@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from event_samples import DUE, OCC
+from event_samples import DUE, OCC, facts_of
 from event_samples import VALID as BASE_BODIES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -294,14 +294,6 @@ def _reference_load(path: Path) -> tuple[list[Rejection], Engine]:
     return rejected, engine
 
 
-def _state(engine: Engine) -> dict[str, Any]:
-    return {u: ({k: d.to_dict() for k, d in s.dossiers.items()},
-                {k: p.to_dict() for k, p in s.petitions.items()},
-                {k: (p.ts, p.announced_on_time, p.publicized_on_time, p.complete)
-                 for k, p in s.publications.items()})
-            for u, s in engine.states.items()}
-
-
 def _mixed_file(tmp_path: Path) -> Path:
     rnd = random.Random(7)
     lines: list[bytes] = []
@@ -334,7 +326,7 @@ def test_load_equals_the_reference_path(tmp_path: Path) -> None:
     loaded = load(path, UNITS, VN766, max_bytes=4096)
     rejected, engine = _reference_load(path)
     assert [r.to_dict() for r in loaded.rejected] == [r.to_dict() for r in rejected]
-    assert _state(loaded.engine) == _state(engine)
+    assert facts_of(loaded.engine) == facts_of(engine)
     assert loaded.accepted + loaded.duplicates + len(loaded.rejected) == sum(
         1 for _ in iter_lines(path))
 
@@ -365,7 +357,7 @@ def test_load_reads_odd_lines_as_the_reference_does(tmp_path: Path) -> None:
     loaded = load(path, UNITS, VN766, max_bytes=4096)
     rejected, engine = _reference_load(path)
     assert [r.to_dict() for r in loaded.rejected] == [r.to_dict() for r in rejected]
-    assert _state(loaded.engine) == _state(engine)
+    assert facts_of(loaded.engine) == facts_of(engine)
     assert loaded.accepted == 6 and loaded.duplicates == 1
     assert loaded.max_ts == parse_ts(OCC)
 
@@ -382,7 +374,7 @@ def test_load_from_a_pipe_keeps_digests_and_agrees(tmp_path: Path) -> None:
         writer.join()
     loaded = load(path, UNITS, VN766, max_bytes=4096)
     assert [r.to_dict() for r in piped.rejected] == [r.to_dict() for r in loaded.rejected]
-    assert _state(piped.engine) == _state(loaded.engine)
+    assert facts_of(piped.engine) == facts_of(loaded.engine)
 
 
 # ---------------------------------------------------------------- compact dossiers
