@@ -168,14 +168,14 @@ def diff_against(truth: dict[str, Any], latest: dict[tuple[str, str], dict]) -> 
 
 
 def wait_until(check: Callable[[], list[str]], timeout: float, what: str,
-               on_fail: Callable[[], str] = lambda: "") -> None:
+               on_fail: Callable[[], str] = lambda: "", interval: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     problems: list[str] = ["not checked"]
     while time.monotonic() < deadline:
         problems = check()
         if not problems:
             return
-        time.sleep(1.0)
+        time.sleep(interval)
     raise AssertionError(f"{what} after {timeout:.0f}s: {problems[:8]}\n{on_fail()}")
 
 

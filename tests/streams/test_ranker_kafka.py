@@ -201,8 +201,9 @@ def test_inline_ranker_is_not_held_behind_an_events_backlog(live_settings, tmp_p
         # the scorer has started on the backlog (its first commit) and the ranker is up
         wait_until(lambda: [] if run(group_lag(s.kafka_bootstrap, s.app_id, s.events_topic))
                    < len(backlog) else ["nothing committed"], 90, "worker up", worker.log_tail)
+        # polled often: the backlog drains at ~30k events/s while the test looks
         wait_until(lambda: [] if "ranker: loaded" in worker.log_tail() else ["not yet"], 60,
-                   "ranker up", worker.log_tail)
+                   "ranker up", worker.log_tail, interval=0.1)
         run(_produce_probes(s.kafka_bootstrap, internal_topic(s), 3))
 
         def ranked() -> list[str]:
@@ -210,7 +211,7 @@ def test_inline_ranker_is_not_held_behind_an_events_backlog(live_settings, tmp_p
                    if m["peer_group"] == "probe"}
             return [] if len(got) == 3 else [f"{len(got)} probes ranked"]
 
-        wait_until(ranked, 60, "probes ranked", worker.log_tail)
+        wait_until(ranked, 60, "probes ranked", worker.log_tail, interval=0.1)
         lag = run(group_lag(s.kafka_bootstrap, s.app_id, s.events_topic))
     finally:
         worker.stop()
