@@ -54,6 +54,11 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     app_id: str = "bando-scorer"
     data_dir: str = ".bando-data"
+    # the scorer's tables: "memory" (faust's memory store) or "rocksdb" (on disk, rocksdict;
+    # streams.diskstore) in store_dir (empty: <data_dir>/faust-<app_id>/v1/tables; a relative
+    # path is under <data_dir>/faust-<app_id>/v1); one worker per directory
+    store: str = "memory"
+    store_dir: str = ""
     web_host: str = "127.0.0.1"
     web_port: int = 0  # 0: faust's web server is not started
     metrics_host: str = "127.0.0.1"

@@ -1,6 +1,7 @@
 """Benchmark: the live pipeline on the real broker, with its baselines, in one run.
 
     python bench/live_pipeline.py --events 400000
+    python bench/live_pipeline.py --events 400000 --skip latency,naive --stores memory,rocksdb
 
 1. Writes N simulated events (``bando simulate file``), produces them to a fresh topic.
 2. Ceiling: a plain aiokafka consume-and-decode (orjson) loop over that topic.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -112,12 +114,51 @@ def worker_env(s: Settings) -> dict[str, str]:
     return env
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process now (``/proc``), in MB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_seconds(pid: int, threads: str = "") -> float:
+    """User + system CPU time of a process so far (``/proc``; 0 if gone): all its threads, or
+    those whose name starts with ``threads`` (e.g. "rocksdb")."""
+    paths = [f"/proc/{pid}/stat"]
+    if threads:
+        try:
+            paths = [f"/proc/{pid}/task/{t}/stat" for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return 0.0
+    total = 0
+    for path in paths:
+        try:
+            with open(path, encoding="ascii", errors="replace") as fh:
+                head, _, rest = fh.read().rpartition(")")
+        except OSError:
+            continue
+        if head.partition("(")[2].startswith(threads):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+LAST_RSS_MB = [0.0]  # run_until_caught_up: the process's RSS when it had caught up
+LAST_CPU_S = [0.0, 0.0]  # and its CPU time: all threads, RocksDB's background threads
+
+
 def run_until_caught_up(cmd: list[str], env: dict[str, str], bootstrap: str, group: str,
                         topic: str, log_path: Path, limit_s: float,
                         py_spy: int = 0) -> tuple[int, float, float]:
     """Run a consumer process over ``topic`` until its group has committed the end offsets or
     ``limit_s`` seconds passed since its first commit. -> (events committed after the first
-    commit, seconds since the first commit, seconds from start to the first commit)."""
+    commit, seconds since the first commit, seconds from start to the first commit); its RSS
+    then is left in ``LAST_RSS_MB[0]``."""
     log = open(log_path, "wb")  # noqa: SIM115
     t_start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -146,6 +187,8 @@ def run_until_caught_up(cmd: list[str], env: dict[str, str], bootstrap: str, gro
         if spy is not None:
             spy.wait(py_spy + 30)
             print(f"py-spy stacks: {log_path.with_suffix('.pyspy.txt')}")
+        LAST_RSS_MB[0] = rss_mb(proc.pid)
+        LAST_CPU_S[:] = [cpu_seconds(proc.pid), cpu_seconds(proc.pid, "rocksdb")]
         proc.terminate()
         proc.wait(30)
     assert t_first is not None
@@ -244,12 +287,6 @@ def rank_stage(internal: list[Any], scores: list[Any]) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (Linux /proc)."""
-    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pct(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
@@ -282,7 +319,11 @@ def main() -> int:
                     help="latency run: the worker with BANDO_RANKER=off and a `bando ranker`")
     ap.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
                     help="record the bando worker with py-spy once it commits (raw stacks)")
+    ap.add_argument("--stores", default="memory",
+                    help="comma list of BANDO_STORE values, each measured in turn on the same "
+                         "events (e.g. memory,rocksdb)")
     args = ap.parse_args()
+    stores = [x for x in args.stores.split(",") if x]
     skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="bando-bench-"))
     broker = None
@@ -292,7 +333,7 @@ def main() -> int:
         broker = KafkaBroker(data_dir=tmp / "kafka", partitions=4)
         broker.start()
         bootstrap = broker.bootstrap
-    s = settings_for(bootstrap, uuid.uuid4().hex[:6])
+    s = settings_for(bootstrap, uuid.uuid4().hex[:6]).with_(data_dir=str(tmp / "data"))
     try:
         ensure_project_topics(bootstrap, s)
         path = tmp / "events.jsonl"
@@ -322,23 +363,27 @@ def main() -> int:
             print(f"naive    faust agent, one event at a time: {naive_rate:,.0f} events/s "
                   f"({done} events in the {secs:.0f}s after its first commit)")
 
-        if "throughput" not in skip:
-            ts = s if args.throughput_coalesce is None else s.with_(
-                coalesce_seconds=args.throughput_coalesce)
+        for i, store in enumerate(stores if "throughput" not in skip else ()):
+            ts = s.with_(app_id=f"{s.app_id}-{i}-{store}", store=store)
+            if args.throughput_coalesce is not None:
+                ts = ts.with_(coalesce_seconds=args.throughput_coalesce)
             done, secs, startup = run_until_caught_up(
                 [sys.executable, "-m", "bando.cli", "worker"], worker_env(ts), bootstrap,
-                s.app_id, s.events_topic, tmp / "worker.log", 900, args.py_spy)
+                ts.app_id, s.events_topic, tmp / f"worker-{store}.log", 900, args.py_spy)
             rate = done / secs
-            print(f"bando    1 worker: {rate:,.0f} events/s ({done} events from its first "
-                  f"commit to caught up in {secs:.1f}s; {startup:.1f}s to the first commit; "
-                  f"commit interval 1 s, coalesce interval {ts.coalesce_seconds} s)")
-            print(f"ratio    bando / ceiling: {rate / ceiling_rate:.2f}")
+            print(f"bando    1 worker, store {store}: {rate:,.0f} events/s ({done} events from "
+                  f"its first commit to caught up in {secs:.1f}s; {startup:.1f}s to the first "
+                  f"commit; commit interval 1 s, coalesce interval {ts.coalesce_seconds} s); "
+                  f"RSS at the end {LAST_RSS_MB[0]:,.0f} MB, "
+                  f"CPU {LAST_CPU_S[0] * 1e6 / n:,.0f} us per event (RocksDB's own threads "
+                  f"{LAST_CPU_S[1] * 1e6 / n:,.1f}; {n:,} events, start-up included)")
+            print(f"ratio    bando ({store}) / ceiling: {rate / ceiling_rate:.2f}")
             if naive_rate:
-                print(f"ratio    bando / naive: {rate / naive_rate:.1f}")
+                print(f"ratio    bando ({store}) / naive: {rate / naive_rate:.1f}")
 
-        if "latency" not in skip:
+        for store in stores if "latency" not in skip else ():
             ls = settings_for(bootstrap, uuid.uuid4().hex[:6]).with_(
-                coalesce_seconds=args.coalesce)
+                coalesce_seconds=args.coalesce, store=store, data_dir=str(tmp / "data"))
             ensure_project_topics(bootstrap, ls)
             log = open(tmp / "latency-worker.log", "wb")  # noqa: SIM115
             if args.ranker_process:
@@ -378,7 +423,7 @@ def main() -> int:
             lat = latencies(produced, scores)
             if not lat:
                 raise SystemExit("no latency samples")
-            print(f"latency  {len(produced)} events at {args.rate:,.0f}/s for "
+            print(f"latency  store {store}: {len(produced)} events at {args.rate:,.0f}/s for "
                   f"{args.latency_seconds:.0f}s: event -> unit-scores p50 {pct(lat, 0.5):.0f} ms, "
                   f"p99 {pct(lat, 0.99):.0f} ms, max {max(lat)} ms ({len(lat)} events matched, "
                   f"coalesce interval {ls.coalesce_seconds} s, {args.cpu_hogs} CPU hogs; load "
@@ -397,6 +442,7 @@ def main() -> int:
     finally:
         if broker:
             broker.stop()
+        shutil.rmtree(tmp / "data", ignore_errors=True)  # the workers' local stores
     return 0
 
 

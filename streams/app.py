@@ -28,22 +28,20 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import orjson
-from aiokafka import TopicPartition
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
-from mode.utils.futures import notify
 
 from bando import kafka_auth, metrics
 from bando.settings import Settings
 from schemas import EventRejected
 from scoring.catalog import Catalog, load_catalog
 from scoring.model import Model, load_model
+from streams.batch_consumer import BatchTransport
 from streams.bulkstore import BulkTableManager, bulk_table
+from streams.diskstore import DiskStore
 from streams.dlq import dlq_record
 from streams.rank_service import RankerService, internal_topic
 from streams.scorer import Message, ScorerCore
@@ -51,8 +49,8 @@ from streams.scorer import Message, ScorerCore
 log = logging.getLogger(__name__)
 
 SCORER_TABLES = ("seen", "units", "facts", "clock")
+STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}  # BANDO_STORE -> the tables' store
 SCORE_SLICE = 2000  # events per ScorerCore.process call
-FETCH_MAX_WAIT_MS = 50  # faust hard-codes 1,500: see BatchConsumerThread
 
 
 class FaustStore:
@@ -119,112 +117,6 @@ class FaustStore:
         return len(pending)
 
 
-BatchHandler = Callable[[TP, list[Any]], Awaitable[None]]
-
-
-class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer thread with a short ``fetch_max_wait_ms``. aiokafka keeps one fetch in
-    flight per broker, made of the partitions that have nothing buffered; when the worker is
-    slow to drain a fetch (a loaded machine), the next one can hold only partitions with no
-    traffic (faust's ``__assignor-__leader`` topic), which the broker holds for the full wait,
-    and every other partition waits with it: the 1.5 s gaps that made the latency tail
-    (docs/PERFORMANCE.md). The price of 50 ms: an idle worker sends 20 fetches a second."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 - read by start()
-        return consumer
-
-
-class BatchConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer, except that records of the topics in its transport's
-    ``batch_handlers`` skip faust's per-message path: each fetched batch goes to its handler as
-    aiokafka ``ConsumerRecord``s, and the handler acks the offsets it has processed
-    (``ack_offsets``). Offsets are committed by faust as for any acked message: every
-    ``broker_commit_interval``, after flushing the producer. Relies on faust-streaming 0.15's
-    consumer internals (the version is pinned).
-    """
-
-    def _new_consumer_thread(self) -> BatchConsumerThread:
-        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
-        records, active = await super()._wait_next_records(timeout)
-        handlers: dict[str, BatchHandler] = self.transport.batch_handlers
-        if not records or not handlers or not self.flow_active:
-            return records, active
-        for tp in [tp for tp in records if tp.topic in handlers]:
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
-                continue  # paused: faust drops these too
-            batch = records.pop(tp)
-            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            await handlers[tp.topic](TP(tp.topic, tp.partition), batch)
-        return records, active
-
-    async def perform_seek(self) -> None:
-        """faust's seek to committed offsets, plus: partitions with nothing committed yet go
-        back to their beginning. Records fetched while a rebalance stops the flow are dropped
-        on the promise that this seek re-reads them, but aiokafka's ``seek_to_committed``
-        leaves a partition with no commit (or a commit of 0) where the fetcher got to, so a
-        brand-new group lost the events that arrived while it formed. Re-reading is safe:
-        state is idempotent."""
-        await super().perform_seek()
-        handlers: dict[str, BatchHandler] = self.transport.batch_handlers
-        fresh = [tp for tp in self.assignment()
-                 if tp.topic in handlers and not self._read_offset.get(tp)]
-        if fresh:
-            await self._thread.seek_to_beginning(
-                *(TopicPartition(tp.topic, tp.partition) for tp in fresh))
-            for tp in fresh:
-                self._read_offset[tp] = None
-            log.info("no committed offset: reading %s from the beginning",
-                     ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))
-
-    def still_current(self, generation_id: int) -> bool:
-        """False once a rebalance started: records fetched before it must not be processed
-        (the partition is re-read from its committed offset)."""
-        return (self.flow_active and self.app.flow_control.is_active()
-                and self.app.consumer_generation_id == generation_id)
-
-    async def new_records(self, tp: TP, records: list[Any]) -> list[Any]:
-        """Drop records already read (as faust's ``_drain_messages`` does after a seek) and
-        register offset gaps (transaction markers, compaction) so commits can pass them."""
-        last = self._read_offset[tp]
-        out = []
-        for record in records:
-            offset = record.offset
-            if last is not None and offset < last:
-                continue
-            if last is not None and offset - last > 1:
-                await self._add_gap(tp, last + 1, offset)
-            last = offset
-            out.append(record)
-        self._read_offset[tp] = last
-        return out
-
-    def ack_offsets(self, tp: TP, offsets: list[int]) -> None:
-        """``Consumer.ack`` for many offsets of one partition (no ``Message`` objects)."""
-        committed = self._committed_offset[tp]
-        acked_index = self._acked_index[tp]
-        acked = self._acked[tp]
-        n = 0
-        for offset in offsets:
-            if (committed is None or offset >= committed) and offset not in acked_index:
-                acked_index.add(offset)
-                acked.append(offset)
-                n += 1
-        self._n_acked += n
-        notify(self._waiting_for_ack)
-
-
-class BatchTransport(faust_aiokafka.Transport):
-    Consumer = BatchConsumer
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.batch_handlers: dict[str, BatchHandler] = {}
-
-
 def create_app(
     settings: Settings,
     catalog: Catalog | None = None,
@@ -235,6 +127,8 @@ def create_app(
     model = model or load_model(settings.model)
     datadir = os.path.join(settings.data_dir, f"faust-{settings.app_id}")
     os.makedirs(datadir, exist_ok=True)
+    if settings.store not in STORES:
+        raise ValueError(f"BANDO_STORE must be one of {sorted(STORES)}, not {settings.store!r}")
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -243,6 +137,7 @@ def create_app(
         store="memory://",
         TableManager=BulkTableManager,  # changelogs read in bulk on recovery (bulk_table)
         datadir=datadir,
+        tabledir=settings.store_dir or "tables",  # relative: under datadir
         autodiscover=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -275,7 +170,7 @@ def create_app(
     loader = {"bootstrap_servers": settings.kafka_bootstrap, **kafka_auth.client_kwargs(settings)}
     tables = {
         name: bulk_table(app, name, loader, default=None, partitions=settings.partitions,
-                         recovery_buffer_size=10_000)
+                         recovery_buffer_size=10_000, store=STORES[settings.store])
         for name in SCORER_TABLES
     }
     if now_us is None:
@@ -288,7 +183,7 @@ def create_app(
     # faust's changelog recovery formats two debug records per changelog message, and the
     # worker's logging setup leaves them enabled: a sixth of recovery time
     logging.getLogger("faust.tables.recovery").setLevel(logging.INFO)
-    scorer_store = FaustStore(tables)
+    scorer_store = DiskStore(tables) if settings.store == "rocksdb" else FaustStore(tables)
     scorer = ScorerCore(catalog, model, scorer_store, topic=settings.events_topic,
                         max_bytes=settings.max_message_bytes,
                         max_skew_us=int(settings.max_clock_skew_seconds * 1_000_000),
@@ -337,6 +232,10 @@ def create_app(
             chunk = records[i:i + SCORE_SLICE]
             await _score([Message(tp.partition, r.offset, r.key, r.value, r.timestamp)
                           for r in chunk])
+            if app.consumer_generation_id != generation:
+                # a rebalance began while it was scored: the new generation reads these again
+                # from its committed offset (state is idempotent), and its acks start afresh
+                return
             consumer.ack_offsets(tp, [r.offset for r in chunk])
             await asyncio.sleep(0)
 

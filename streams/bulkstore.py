@@ -40,6 +40,8 @@ from faust.types import TP
 from faust.types.enums import ProcessingGuarantee
 from yarl import URL
 
+from streams.diskstore import BulkRocksStore
+
 log = logging.getLogger(__name__)
 
 FETCH_MAX_BYTES = 64 * 1024 * 1024  # few round trips: a changelog of 1M dossiers is ~400 MB
@@ -125,12 +127,15 @@ class BulkMemoryStore(memory.Store):
         return n
 
 
-async def load_changelogs(targets: Mapping[TP, BulkMemoryStore], ends: Mapping[TP, int],
+async def load_changelogs(targets: Mapping[TP, Any], ends: Mapping[TP, int],
                           client: Mapping[str, Any], deadline: float,
-                          isolation_level: str = "read_uncommitted") -> dict[TP, int]:
-    """Read each partition of ``targets`` from its beginning up to ``ends[tp]`` (exclusive)
-    into its store, until ``time.monotonic()`` passes ``deadline``; return per partition the
-    offset up to which it was read, minus one (faust's "persisted offset")."""
+                          isolation_level: str = "read_uncommitted",
+                          starts: Mapping[TP, int] | None = None) -> dict[TP, int]:
+    """Read each partition of ``targets`` from its beginning (or ``starts[tp]``) up to
+    ``ends[tp]`` (exclusive) into its store (``BulkMemoryStore`` or
+    ``streams.diskstore.BulkRocksStore``: ``apply(partition, records, end)``), until
+    ``time.monotonic()`` passes ``deadline``; return per partition the offset up to which it
+    was read, minus one (faust's "persisted offset")."""
     started = time.perf_counter()
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
@@ -139,7 +144,7 @@ async def load_changelogs(targets: Mapping[TP, BulkMemoryStore], ends: Mapping[T
         # is nothing more to read (the default 500 ms cost ~0.8 s)
         fetch_max_wait_ms=100, isolation_level=isolation_level, **client)
     parts = {TopicPartition(tp.topic, tp.partition): tp for tp in targets}
-    counts: Counter[BulkMemoryStore] = Counter()
+    counts: Counter[Any] = Counter()
     read: dict[TP, int] = {}
     enabled = gc.isenabled()
     # A million new dicts would run the cyclic collector over the growing heap many times.
@@ -148,6 +153,9 @@ async def load_changelogs(targets: Mapping[TP, BulkMemoryStore], ends: Mapping[T
         await consumer.start()
         consumer.assign(list(parts))
         await consumer.seek_to_beginning(*parts)
+        for part, tp in parts.items():
+            if starts and starts.get(tp):
+                consumer.seek(part, starts[tp])
         todo: set[TopicPartition] = set()
         for part, tp in parts.items():
             if await consumer.position(part) < ends[tp]:
@@ -199,14 +207,22 @@ class BulkRecovery(Recovery):
         await super()._build_offsets(consumer, tps, destination, title)
 
     async def _bulk_load(self, tps: set[TP], destination: Counter[TP]) -> None:
-        targets: dict[TP, BulkMemoryStore] = {}
+        targets: dict[TP, Any] = {}
+        starts: dict[TP, int] = {}
         for tp in tps:
             table = self.tp_to_table.get(tp)
             store = table.data if table is not None else None
             # the highwaters were built just before: the load stops where faust would stop
-            if (isinstance(store, BulkMemoryStore) and tp in store.pending
-                    and self.active_highwaters.get(tp) is not None):
+            highwater = self.active_highwaters.get(tp)
+            if highwater is None:
+                continue
+            if isinstance(store, BulkMemoryStore) and tp in store.pending:
                 targets[tp] = store
+            elif isinstance(store, BulkRocksStore):
+                # a disk store keeps what it applied: only the tail after it is read
+                starts[tp] = store.bulk_start(tp, destination.get(tp))
+                if starts[tp] <= highwater:
+                    targets[tp] = store
         if not targets:
             return
         conf = self.app.conf
@@ -219,7 +235,7 @@ class BulkRecovery(Recovery):
                 deadline,
                 # as faust's consumer reads them: aborted writes are skipped only with
                 # exactly-once
-                "read_committed" if exactly_once else "read_uncommitted")
+                "read_committed" if exactly_once else "read_uncommitted", starts)
         except Exception:
             # faust replays these partitions from their beginning over what was loaded: the
             # same state, only slower
@@ -227,7 +243,10 @@ class BulkRecovery(Recovery):
                           len(targets))
             return
         for tp, offset in read.items():
-            targets[tp].pending.discard(tp)
+            if isinstance(targets[tp], BulkRocksStore):
+                targets[tp].set_persisted_offset(tp, offset)
+            else:
+                targets[tp].pending.discard(tp)
             previous = destination.get(tp)
             destination[tp] = offset if previous is None else max(previous, offset)
 
@@ -243,7 +262,8 @@ class BulkTableManager(TableManager):
 
 
 class BulkTable(Table):
-    """A faust ``Table`` kept in a ``BulkMemoryStore`` (the app's store must be memory://).
+    """A faust ``Table`` kept in a ``BulkMemoryStore`` (memory://) or, with ``store="rocksdb://"``,
+    a ``streams.diskstore.BulkRocksStore``.
 
     Declared through ``app.tables.add`` instead of a store URL: faust finds stores by URL
     scheme in a process-wide registry, and registering one there would change every app.
@@ -256,9 +276,22 @@ class BulkTable(Table):
     def info(self) -> Mapping[str, Any]:
         return {**super().info(), "loader": self._loader}
 
+    def _new_store(self) -> Any:
+        # faust's ``self._store or conf.store``: a bare URL("rocksdb://") is falsy
+        return self._new_store_by_url(self.app.conf.store if self._store is None
+                                      else self._store)
+
     def _new_store_by_url(self, url: str | URL) -> Any:
-        if URL(url).scheme != "memory":
-            raise ValueError(f"BulkTable {self.name} keeps its state in memory, not {url}")
+        scheme = URL(url).scheme
+        if scheme == "rocksdb":
+            return BulkRocksStore(
+                url, self.app, self, table_name=self.name, key_type=self.key_type,
+                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                value_type=self.value_type, loop=self.loop, options=self.options,
+                loader=self._loader)
+        if scheme != "memory":
+            raise ValueError(f"BulkTable {self.name} keeps its state in memory or rocksdb, "
+                             f"not {url}")
         return BulkMemoryStore(
             url, self.app, self, table_name=self.name, key_type=self.key_type,
             key_serializer=self.key_serializer, value_serializer=self.value_serializer,

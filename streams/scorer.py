@@ -48,6 +48,13 @@ class Store(Protocol):
     def items(self, table: str) -> Iterable[tuple[str, Any]]: ...
 
 
+class Prefetching(Store, Protocol):
+    """A store whose reads cost a call each (on disk): ``process`` hands it the keys it is
+    about to ``get`` so that it reads them in bulk first. Optional: found by ``getattr``."""
+
+    def prefetch(self, table: str, keys: list[str]) -> None: ...
+
+
 @dataclass(slots=True)
 class Message:
     """One incoming message of the events topic."""
@@ -119,15 +126,23 @@ class ScorerCore:
         out = Outcome()
         touched: dict[tuple[str, str, str], int] = {}
         clocks: set[int] = set()
+        checked: list[Event | EventRejected] = []
         for msg in batch:
+            try:
+                checked.append(self.validator.validate(msg.value or b""))
+            except EventRejected as exc:
+                checked.append(exc)
+        prefetch = getattr(self.store, "prefetch", None)
+        if prefetch is not None:
+            # a disk store reads the batch's ids in one call per database (``Prefetching``)
+            prefetch("seen", [e.event_id for e in checked if not isinstance(e, EventRejected)])
+        for msg, event in zip(batch, checked, strict=True):
             p = msg.partition
             if msg.offset > self.offset.get(p, -1):
                 self.offset[p] = msg.offset
             clocks.add(p)
-            try:
-                event = self.validator.validate(msg.value or b"")
-            except EventRejected as exc:
-                out.rejected.append((msg, exc))
+            if isinstance(event, EventRejected):
+                out.rejected.append((msg, event))
                 continue
             digest = event.digest.hex()  # tables hold JSON, so the digest is kept as hex
             status = classify(self.store.get("seen", event.event_id), digest)

@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, settings.metrics_host, service="worker")
     app = create_app(settings)
+    if settings.store == "rocksdb":
+        from streams.diskstore import lock_store_dir
+
+        lock_store_dir(app.conf.tabledir)  # held until the process exits
     worker = faust.Worker(app, loglevel=args.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

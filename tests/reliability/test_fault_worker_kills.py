@@ -66,12 +66,16 @@ def _lag_zero(s: Settings) -> list[str]:
     return [] if lag == 0 else [f"lag {lag}"]
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_worker_killed_repeatedly_during_heavy_input(
-    fault_settings: Settings, score_tail: TopicTail, tmp_path: Path
+    fault_settings: Settings, score_tail: TopicTail, tmp_path: Path, store: str
 ) -> None:
     """Three SIGKILLs while ~200 messages/s arrive: one mid-stream, one during the restart's
-    own changelog recovery, one mid-stream again. Final scores equal the truth exactly."""
-    s = fault_settings
+    own changelog recovery, one mid-stream again. Final scores equal the truth exactly.
+
+    With the disk store (``BANDO_STORE=rocksdb``) each restart starts from the local database
+    the killed process left, plus the changelog tail."""
+    s = fault_settings.with_(store=store)
     msgs = simulated_messages("2024-03-04", "2024-03-14", s.partitions, seed=11)
     as_of, final, events, expected = scenario(msgs, s.partitions, tmp_path)
     w = worker(s, tmp_path / "worker.log")
@@ -114,20 +118,26 @@ def test_worker_killed_repeatedly_during_heavy_input(
           f"last message, DLQ {len(dlq)} records for {len(expected[0]['rejected'])} bad")
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_two_workers_one_killed_the_other_takes_over_then_it_returns(
-    fault_settings: Settings, score_tail: TopicTail, tmp_path: Path
+    fault_settings: Settings, score_tail: TopicTail, tmp_path: Path, store: str
 ) -> None:
     """Two workers in one group; one that owns partitions is SIGKILLed mid-stream: the survivor
     takes every partition (the group's committed offsets reach the end with one member), then
     the killed one comes back and the group is two again. Final scores equal the truth.
 
     faust's assignor usually splits the partitions but may give them all to the first member
-    (the other one then holds standby replicas); the victim is a worker seen processing."""
-    s = fault_settings
+    (the other one then holds standby replicas); the victim is a worker seen processing.
+
+    With the disk store each worker has its own data directory (one machine, two workers):
+    partitions move with their changelogs, and the returning worker's local store is behind
+    what the survivor wrote meanwhile."""
+    s = fault_settings.with_(store=store)
     msgs = simulated_messages("2024-03-04", "2024-03-11", s.partitions, seed=12)
     as_of, final, events, expected = scenario(msgs, s.partitions, tmp_path)
     first_half = len(msgs) // 2
-    w1, w2 = worker(s, tmp_path / "w1.log"), worker(s, tmp_path / "w2.log")
+    w1 = worker(s.with_(data_dir=str(tmp_path / "data-w1")), tmp_path / "w1.log")
+    w2 = worker(s.with_(data_dir=str(tmp_path / "data-w2")), tmp_path / "w2.log")
 
     def logs() -> str:
         return f"--- w1\n{w1.log_tail()}\n--- w2\n{w2.log_tail()}"

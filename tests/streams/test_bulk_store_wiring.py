@@ -34,10 +34,10 @@ def test_ranker_off_leaves_ranking_to_a_ranker_process(tmp_path):
 
 def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_briefly(tmp_path):
     """faust's 1.5 s ``fetch_max_wait_ms`` stalled every partition behind a fetch of idle ones
-    (streams.app.BatchConsumerThread)."""
+    (streams.batch_consumer.BatchConsumerThread)."""
     import asyncio
 
-    from streams.app import FETCH_MAX_WAIT_MS
+    from streams.batch_consumer import FETCH_MAX_WAIT_MS
 
     async def build() -> int:
         settings = Settings.from_env(env={}, kafka_bootstrap="127.0.0.1:9",
