@@ -184,7 +184,7 @@ def test_fused_source_covers_every_type() -> None:
 def test_fused_load_grows_the_table_mid_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """A table sized for almost nothing: it grows many times under the fused code's inline
     insertions, and the repeats after each growth are still found."""
-    monkeypatch.setattr(bando.batch, "_TYPICAL_LINE", 1 << 40)
+    monkeypatch.setattr(bando.batch, "TYPICAL_LINE", 1 << 40)
     lines = []
     for i in range(600):
         body = {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
