@@ -1,0 +1,133 @@
+"""Replay's fused ingest of a JSON-lines file (``audit.ingest._load_file``) gives exactly the
+generic path's history and statistics: ``FileSource.read`` + ``Acceptor.accept`` +
+``History.add``, record by record, with digests in ``Deduper``.
+
+Random files (``stream_samples.streams``: bad lines, blank lines, repeats, conflicting repeats,
+reordered bodies, odd values, unknown types and units) with a random DLQ (positions with
+context codes, with other codes, past the end of the file, on another partition), with or
+without one de-duplication memory per partition, and once more with every id hashing alike:
+same counts, rejection codes, anomalies (texts and order), first and last instants, facts
+(and their order) and per-fact instants (and their order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stream_samples import INSTANTS, LIMIT, streams
+
+import audit.ingest
+import scoring.dedup
+from audit.ingest import CONTEXT_CODES, Acceptor, History, load_history, paused_gc
+from audit.sources import FileSource
+from scoring.catalog import Catalog
+
+PROPS = settings(max_examples=250, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                        HealthCheck.function_scoped_fixture])
+UNITS = Catalog.from_list([{"unit_id": u, "name": u, "peer_group": "g"} for u in ("u1", "u2")])
+CODES = sorted(CONTEXT_CODES) + ["schema_violation", "invalid_json", "unknown_unit"]
+
+
+def _generic(source: FileSource, acceptor: Acceptor) -> History:
+    """``load_history``'s generic loop, which every other source takes."""
+    history = History()
+    with paused_gc():
+        for batch in source.read(source.topic):
+            for rec in batch:
+                ev = acceptor.accept(rec)
+                if ev is not None:
+                    history.add(ev)
+    return history
+
+
+def _outcome(history: History, acceptor: Acceptor) -> tuple[Any, ...]:
+    stats = acceptor.stats.to_dict()
+    del stats["seconds"], stats["records_per_s"]
+    states = {u: ([(k, d.to_dict()) for k, d in s.dossiers.items()],
+                  [(k, p.to_dict()) for k, p in s.petitions.items()],
+                  [(k, p) for k, p in s.publications.items()])
+              for u, s in history.states.items()}
+    instants = {u: list(items.items()) for u, items in history.item_instants.items()}
+    return stats, history.first_ts, history.last_ts, states, instants
+
+
+def _agree(path: Path, lines: list[bytes], dlq: dict[tuple[int, int], str] | None,
+           per_partition: bool) -> None:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    source = FileSource(path)
+    reference = Acceptor(UNITS, LIMIT, dlq, per_partition)
+    expected = _outcome(_generic(source, reference), reference)
+    fast = Acceptor(UNITS, LIMIT, dlq, per_partition)
+    got = _outcome(load_history(source, source.topic, fast), fast)
+    assert not fast.dedupers  # the fused path ran (it keeps no digests)
+    assert got == expected
+
+
+@st.composite
+def dlqs(draw: st.DrawFn, n: int) -> dict[tuple[int, int], str] | None:
+    if draw(st.booleans()):
+        return None
+    offsets = st.integers(0, n + 2)  # a few past the end of the file
+    return {(draw(st.sampled_from([0, 0, 0, 1])), draw(offsets)): draw(st.sampled_from(CODES))
+            for _ in range(draw(st.integers(0, 6)))}
+
+
+@st.composite
+def files(draw: st.DrawFn) -> tuple[list[bytes], dict[tuple[int, int], str] | None, bool]:
+    lines = draw(streams())
+    return lines, draw(dlqs(len(lines))), draw(st.booleans())
+
+
+@PROPS
+@given(files())
+def test_fast_ingest_equals_the_generic_path(tmp_path: Path, case: Any) -> None:
+    _agree(tmp_path / "events.jsonl", *case)
+
+
+@PROPS
+@given(files())
+def test_fast_ingest_equals_the_generic_path_when_every_id_collides(
+        tmp_path: Path, case: Any) -> None:
+    mp = pytest.MonkeyPatch()
+    mp.setattr(scoring.dedup, "_hash", lambda _: 12345)
+    try:
+        _agree(tmp_path / "events.jsonl", *case)
+    finally:
+        mp.undo()
+
+
+def test_fast_ingest_grows_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit.ingest, "TYPICAL_LINE", 1 << 40)
+    lines = []
+    for i in range(600):
+        body = {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
+                "unit_id": "u1", "dossier_id": f"d{i % 50}"}
+        lines.append(orjson.dumps(body))
+        if i % 7 == 0:  # an exact repeat of an earlier event, and a conflicting one
+            lines.append(orjson.dumps({**body, "event_id": f"e{i // 2}"}))
+            lines.append(lines[i // 3])
+    _agree(tmp_path / "events.jsonl", lines, {(0, 5): "conflicting_duplicate"}, False)
+
+
+def test_plain_events_skip_the_acceptor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the fused path: a plain dossier event never reaches ``Acceptor.accept``
+    nor ``Validator.validate``."""
+    calls: list[Any] = []
+    monkeypatch.setattr(Acceptor, "accept", lambda self, rec: calls.append(rec))
+    monkeypatch.setattr(audit.ingest.Validator, "validate", lambda self, raw: calls.append(raw))
+    path = tmp_path / "plain.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(
+        {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
+         "unit_id": "u1", "dossier_id": f"d{i % 3}"}, option=orjson.OPT_APPEND_NEWLINE)
+        for i in range(50)))
+    acceptor = Acceptor(UNITS, LIMIT)
+    history = load_history(FileSource(path), "procedure-events", acceptor)
+    assert calls == []
+    assert acceptor.stats.accepted == acceptor.stats.records == 50
+    assert sorted(history.item_instants["u1"]) == [("d", "d0"), ("d", "d1"), ("d", "d2")]
