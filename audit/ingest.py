@@ -206,14 +206,16 @@ def paused_gc() -> Iterator[None]:
 
 
 def load_history(source: Source, topic: str, acceptor: Acceptor, since_ms: int | None = None,
-                 until_ms: int | None = None) -> History:
+                 until_ms: int | None = None, fused: bool = True) -> History:
     """Every record of ``topic`` through ``acceptor``, the accepted ones folded.
 
     A JSON-lines file (``FileSource``) takes the fused path of ``bando score``
-    (``_load_file``): same verdicts, same statistics, same history, about twice as fast."""
+    (``_load_file``): same verdicts, same statistics, same history, about twice as fast.
+    ``fused=False``: the generic path whatever the source (its reference, for tests and
+    benchmarks)."""
     started = time.perf_counter()
     fresh = not acceptor.dedupers and acceptor.stats.records == 0
-    if type(source) is FileSource and topic == source.topic and fresh:
+    if fused and type(source) is FileSource and topic == source.topic and fresh:
         history = _load_file(source, acceptor)
     else:
         history = History()
