@@ -10,25 +10,21 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import orjson
 
-from audit.sources import FileSource, Record, Source
-from bando.batch import TYPICAL_LINE, body_at
-from bando.fastload import MAX_TS, MIN_TS, FusedHistory
+from audit.sources import ArchiveSource, FileSource, Record, Source
 from schemas import EventRejected, Validator
 from scoring.catalog import Catalog
-from scoring.dedup import CONFLICT, NEW, Deduper, FirstSeen
+from scoring.dedup import CONFLICT, NEW, Deduper
 from scoring.events import Event
-from scoring.facts import DOSSIER_FOLDS, Dossier, UnitState, apply_event
+from scoring.facts import UnitState, apply_event
 from scoring.timeutil import Window
 
 log = logging.getLogger(__name__)
@@ -209,14 +205,18 @@ def load_history(source: Source, topic: str, acceptor: Acceptor, since_ms: int |
                  until_ms: int | None = None, fused: bool = True) -> History:
     """Every record of ``topic`` through ``acceptor``, the accepted ones folded.
 
-    A JSON-lines file (``FileSource``) takes the fused path of ``bando score``
-    (``_load_file``): same verdicts, same statistics, same history, about twice as fast.
-    ``fused=False``: the generic path whatever the source (its reference, for tests and
-    benchmarks)."""
+    A JSON-lines file or an archive takes the fused path of ``bando score``
+    (``audit.fastingest``): same verdicts, statistics and history, about twice as fast.
+    Kafka, memory, and ``per_partition`` (one table per partition) take the generic one, as
+    does ``fused=False`` (the reference, for tests and benchmarks)."""
+    from audit import fastingest  # it builds on this module
+
     started = time.perf_counter()
     fresh = not acceptor.dedupers and acceptor.stats.records == 0
-    if fused and type(source) is FileSource and topic == source.topic and fresh:
-        history = _load_file(source, acceptor)
+    if fused and fresh and type(source) is FileSource and topic == source.topic:
+        history = fastingest.load_file(source, acceptor)
+    elif fused and fresh and type(source) is ArchiveSource and not acceptor.per_partition:
+        history = fastingest.load_archive(source, topic, acceptor, since_ms, until_ms)
     else:
         history = History()
         add, accept = history.add, acceptor.accept
@@ -228,127 +228,6 @@ def load_history(source: Source, topic: str, acceptor: Acceptor, since_ms: int |
                         add(ev)
     acceptor.stats.seconds = time.perf_counter() - started
     return history
-
-
-def _load_file(source: FileSource, acceptor: Acceptor) -> History:
-    """``FileSource.read`` + ``Acceptor.accept`` + ``History.add`` of a whole file, the way
-    ``bando.batch.load`` reads one: each line decoded here and handed to its type's fused
-    function (``bando.fastload.FusedHistory``: checks, de-duplication and fold in one call).
-    The de-duplication keeps each id's first line offset instead of a digest of every body
-    (``scoring.dedup.FirstSeen``: a repeated id re-reads its first line to compare digests,
-    so the verdicts are ``Deduper``'s; one table, as a file is one partition). What the fused
-    code hands back (a repeat, a petition, a publication, anything it is unsure of) and the
-    DLQ's positions take the reference steps below, in record order, so the statistics and
-    anomalies come out as ``Acceptor.accept`` makes them.
-    ``tests/audit/test_fast_ingest.py`` checks it against the generic path."""
-    history = History()
-    stats, topic, dlq = acceptor.stats, source.topic, acceptor.dlq
-    validate, limit = acceptor.validator.validate, acceptor.validator.max_bytes
-    # a file is partition 0, offset = line number - 1
-    dlq_here = {o: code for (p, o), code in dlq.items() if p == 0} if dlq is not None else {}
-    # every catalog unit's tables up front (dropped at the end if nothing reached them)
-    unit_ids = list(acceptor.catalog.by_id)
-    states = {u: UnitState() for u in unit_ids}
-    items: dict[str, dict[tuple[str, str], list[int]]] = {u: {} for u in unit_ids}
-    dinst: dict[str, dict[str, tuple[Dossier, list[int]]]] = {u: {} for u in unit_ids}
-    rejected = stats.rejected
-    loads, not_json = orjson.loads, orjson.JSONDecodeError
-    slow_records = slow_new = duplicates = 0
-    first_ts, last_ts = MAX_TS, MIN_TS
-    with open(source.path, "rb") as fh, open(source.path, "rb") as again, paused_gc():
-        table = FirstSeen(partial(body_at, again), os.fstat(fh.fileno()).st_size // TYPICAL_LINE)
-        fused = FusedHistory(dinst, {u: (states[u].dossiers, items[u]) for u in unit_ids}, table)
-        functions, check = fused.functions, fused.check
-        pos = 0
-        for offset, line in enumerate(fh):
-            start = pos
-            pos += (size := len(line))
-            if dlq_here and offset in dlq_here:  # the worker's verdict: the reference decides
-                raw = line.strip()
-                if raw:
-                    acceptor.accept(Record(topic, 0, offset, None, None, raw))
-                continue
-            # as in bando.batch.load: the line with its whitespace (JSON allows it); over the
-            # limit before stripping, not an object, no known type, or unsure: validate()
-            if size <= limit:
-                try:
-                    event = functions[(body := loads(line))["type"]](body, start)
-                except (not_json, KeyError, TypeError):
-                    event = None
-                else:
-                    if event is True:  # new, accepted and folded
-                        continue
-            else:
-                event = None
-            if event is None:
-                raw = line.strip()
-                if not raw:
-                    continue  # not a record (FileSource skips it)
-                slow_records += 1
-                try:
-                    event = validate(raw)
-                except EventRejected as exc:
-                    rejected[exc.code] += 1
-                    if dlq is not None:
-                        stats.anomaly(f"{topic}[0]@{offset}: {exc.code} ({exc.detail[:80]}) "
-                                      "but not in the DLQ")
-                    continue
-            else:
-                slow_records += 1
-            assert isinstance(event, Event)
-            status = check(event, start)
-            if status == NEW:
-                slow_new += 1
-                ts = event.ts
-                first_ts, last_ts = min(first_ts, ts), max(last_ts, ts)
-                _add(event, states, items, dinst)
-            elif status == CONFLICT:
-                rejected["conflicting_duplicate"] += 1
-                if dlq is not None:
-                    stats.anomaly(f"{topic}[0]@{offset}: conflicting duplicate of "
-                                  f"{event.event_id!r} not in the DLQ")
-            else:
-                duplicates += 1
-        accepted = fused.count()  # every new id went into the table, through either path
-    stats.records += slow_records + accepted - slow_new
-    stats.accepted += accepted
-    stats.duplicates += duplicates
-    if accepted:
-        history.first_ts = min(first_ts, fused.first_ts())
-        history.last_ts = max(last_ts, fused.last_ts())
-    history.states = {u: states[u] for u in unit_ids if items[u]}
-    history.item_instants = {u: items[u] for u in unit_ids if items[u]}
-    return history
-
-
-def _add(ev: Event, states: dict[str, UnitState],
-         items: dict[str, dict[tuple[str, str], list[int]]],
-         dinst: dict[str, dict[str, tuple[Dossier, list[int]]]]) -> None:
-    """``History.add`` on ``_load_file``'s tables (minus first/last), keeping a dossier's
-    (Dossier, instants) pair in ``dinst`` where the fused code finds it."""
-    unit_id = ev.unit_id
-    if unit_id is None:
-        return
-    fold = DOSSIER_FOLDS.get(ev.type)
-    if fold is None:  # petitions and publications: the reference fold
-        key = apply_event(states[unit_id], ev)
-        if key is None:
-            return
-        instants = items[unit_id].setdefault(key, [])
-    else:
-        ident = ev.body["dossier_id"]
-        pair = dinst[unit_id].get(ident)
-        if pair is None:
-            d, instants = Dossier(), []
-            states[unit_id].dossiers[ident] = d
-            dinst[unit_id][ident] = (d, instants)
-            items[unit_id][("d", ident)] = instants
-        else:
-            d, instants = pair
-        fold(d, ev.ts, ev.event_id, ev.body, ev.times)
-    instants.append(ev.ts)
-    for due in ev.times.values():  # due_at / new_due_at
-        instants.append(due + 1)
 
 
 def window_state(state: UnitState | None, window: Window) -> UnitState:

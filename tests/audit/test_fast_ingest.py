@@ -1,17 +1,21 @@
-"""Replay's fused ingest of a JSON-lines file (``audit.ingest._load_file``) gives exactly the
-generic path's history and statistics: ``FileSource.read`` + ``Acceptor.accept`` +
-``History.add``, record by record, with digests in ``Deduper``.
+"""Replay's fused ingest of a JSON-lines file or an archive (``audit.fastingest``) gives
+exactly the generic path's history and statistics: ``source.read`` + ``Acceptor.accept`` +
+``History.add``, record by record, with digests in ``Deduper`` (``load_history(...,
+fused=False)``).
 
 Random files (``stream_samples.streams``: bad lines, blank lines, repeats, conflicting repeats,
 reordered bodies, odd values, unknown types and units) with a random DLQ (positions with
 context codes, with other codes, past the end of the file, on another partition), with or
-without one de-duplication memory per partition, and once more with every id hashing alike:
-same counts, rejection codes, anomalies (texts and order), first and last instants, facts
-(and their order) and per-fact instants (and their order).
+without one de-duplication memory per partition, and once more with every id hashing alike;
+the same lines as archives (several partitions over several days, binary and null values,
+a re-done archive run, since/until, old files read again for a repeat): same counts,
+rejection codes, anomalies (texts and order), first and last instants, facts (and their
+order) and per-fact instants (and their order).
 """
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stream_samples import INSTANTS, LIMIT, streams
 
+import audit.fastingest
 import audit.ingest
 import scoring.dedup
+from audit.archive import export
 from audit.ingest import CONTEXT_CODES, Acceptor, History, load_history, paused_gc
-from audit.sources import FileSource
+from audit.sources import ArchiveSource, FileSource, MemorySource, Record, day_files
 from scoring.catalog import Catalog
 
 PROPS = settings(max_examples=250, deadline=None,
@@ -74,7 +80,7 @@ def dlqs(draw: st.DrawFn, n: int) -> dict[tuple[int, int], str] | None:
     if draw(st.booleans()):
         return None
     offsets = st.integers(0, n + 2)  # a few past the end of the file
-    return {(draw(st.sampled_from([0, 0, 0, 1])), draw(offsets)): draw(st.sampled_from(CODES))
+    return {(draw(st.sampled_from([0, 0, 0, 1, 2])), draw(offsets)): draw(st.sampled_from(CODES))
             for _ in range(draw(st.integers(0, 6)))}
 
 
@@ -103,7 +109,7 @@ def test_fast_ingest_equals_the_generic_path_when_every_id_collides(
 
 
 def test_fast_ingest_grows_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit.ingest, "TYPICAL_LINE", 1 << 40)
+    monkeypatch.setattr(audit.fastingest, "TYPICAL_LINE", 1 << 40)
     lines = []
     for i in range(600):
         body = {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
@@ -121,6 +127,7 @@ def test_plain_events_skip_the_acceptor(tmp_path: Path, monkeypatch: pytest.Monk
     calls: list[Any] = []
     monkeypatch.setattr(Acceptor, "accept", lambda self, rec: calls.append(rec))
     monkeypatch.setattr(audit.ingest.Validator, "validate", lambda self, raw: calls.append(raw))
+    monkeypatch.setattr(audit.ingest.History, "add", lambda self, ev: calls.append(ev))
     path = tmp_path / "plain.jsonl"
     path.write_bytes(b"".join(orjson.dumps(
         {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
@@ -131,3 +138,70 @@ def test_plain_events_skip_the_acceptor(tmp_path: Path, monkeypatch: pytest.Monk
     assert calls == []
     assert acceptor.stats.accepted == acceptor.stats.records == 50
     assert sorted(history.item_instants["u1"]) == [("d", "d0"), ("d", "d1"), ("d", "d2")]
+
+
+DAY_MS = 86_400_000
+T0_MS = 1_711_900_800_000  # 2024-04-01 (UTC)
+
+
+@st.composite
+def archives(draw: st.DrawFn) -> tuple[list[Record], bool, int | None, int | None]:
+    """Records of a stream's lines over up to 3 partitions and ~10 days (some values binary,
+    null or padded with whitespace), whether a day file gets some of its lines again (an
+    archive run re-done after a crash), and since/until."""
+    lines = draw(streams())
+    offsets = [0, 0, 0]
+    recs = []
+    for i, line in enumerate(lines):
+        p = draw(st.integers(0, 2))
+        value: bytes | None = draw(st.sampled_from(
+            [line] * 8 + [b"\xff\xfe" + line, None, b" " + line + b"\n"]))
+        recs.append(Record("procedure-events", p, offsets[p], T0_MS + i * DAY_MS // 6 + p,
+                           None, value))
+        offsets[p] += 1
+    span = len(lines) * DAY_MS // 6
+    since = draw(st.one_of(st.none(), st.integers(T0_MS - DAY_MS, T0_MS + span)))
+    until = draw(st.one_of(st.none(), st.integers(T0_MS, T0_MS + span + DAY_MS)))
+    return recs, draw(st.booleans()), since, until
+
+
+def _archive_agree(root: Path, recs: list[Record], redone: bool, since: int | None,
+                   until: int | None, dlq: dict[tuple[int, int], str] | None) -> None:
+    export(MemorySource({"procedure-events": recs}), ["procedure-events"], root)
+    if redone:  # the first day's lines appended again, as a re-done run leaves them
+        path = day_files(root, "procedure-events")[0][1]
+        with gzip.open(path, "rb") as fh:
+            again = fh.read()
+        with gzip.open(path, "ab") as fh:
+            fh.write(again)
+    source = ArchiveSource(root)
+    reference = Acceptor(UNITS, LIMIT, dlq)
+    expected = _outcome(load_history(source, "procedure-events", reference, since, until,
+                                     fused=False), reference)
+    fast = Acceptor(UNITS, LIMIT, dlq)
+    got = _outcome(load_history(source, "procedure-events", fast, since, until), fast)
+    assert not fast.dedupers  # the fused path ran (it keeps no digests)
+    assert got == expected
+
+
+@PROPS
+@given(archives(), st.data())
+def test_fast_archive_ingest_equals_the_generic_path(tmp_path_factory: Any, case: Any,
+                                                     data: st.DataObject) -> None:
+    recs = case[0]
+    dlq = data.draw(dlqs(len(recs)))
+    _archive_agree(tmp_path_factory.mktemp("archive"), *case, dlq)
+
+
+@PROPS
+@given(archives())
+def test_fast_archive_ingest_reads_old_files_again(tmp_path_factory: Any, case: Any) -> None:
+    """One day file kept in memory, and every id colliding: each repeat, and each id after
+    the first, re-reads the file of an earlier copy."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(audit.fastingest._DayLines, "KEPT", 1)
+    mp.setattr(scoring.dedup, "_hash", lambda _: 12345)
+    try:
+        _archive_agree(tmp_path_factory.mktemp("archive"), *case, None)
+    finally:
+        mp.undo()
