@@ -5,6 +5,11 @@ baseline measured in the same run (issue 7: 200,000 events/s, 0.40 of decode-onl
     python bench/replay_throughput.py --scale 0.05          # fewer
     python bench/replay_throughput.py --events FILE.jsonl [--units CATALOG] [--n 100000]
     python bench/replay_throughput.py --events FILE.jsonl --repeat 3 --no-timelines
+    python bench/replay_throughput.py --events FILE.jsonl --archive /tmp/DIR --repeat 3
+
+``--archive DIR``: the same stages on an archive (``bando archive``'s day files) made from the
+file's lines once into DIR (3 partitions by unit, broker time = event time), where decode
+is the archive lines and the events in them.
 
 Ingest stages, run ``--repeat`` rounds in turn (interleaved, so a burst of load elsewhere on
 the machine hits them alike), CPU time (best round, and each round's ratio to that round's
@@ -29,10 +34,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import gzip
 import os
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,11 +49,19 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from audit.archive import export  # noqa: E402
 from audit.replay import Acceptor, TimelineSpec, load_history, paused_gc, timeline  # noqa: E402
-from audit.sources import FileSource  # noqa: E402
+from audit.sources import (  # noqa: E402
+    ArchiveSource,
+    FileSource,
+    MemorySource,
+    Record,
+    day_files,
+)
 from schemas import EventRejected, Validator  # noqa: E402
 from scoring.catalog import Catalog, load_catalog  # noqa: E402
 from scoring.model import Model, load_model  # noqa: E402
+from scoring.timeutil import parse_ts  # noqa: E402
 
 
 def simulate(path: Path, scale: float, start: str, end: str) -> None:
@@ -69,6 +84,7 @@ def main() -> int:
     ap.add_argument("--skip-change", action="store_true", help="skip the slowest stage")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of the ingest stages")
     ap.add_argument("--no-timelines", action="store_true", help="only the ingest stages")
+    ap.add_argument("--archive", help="an archive directory (made from --events if absent)")
     args = ap.parse_args()
 
     tmp = None
@@ -105,8 +121,45 @@ def decode_only(path: Path) -> int:
     return n
 
 
-def ingest_rounds(path: Path, catalog: Catalog, repeat: int) -> dict[str, Any]:
-    source = FileSource(path)
+def decode_archive(root: Path) -> int:
+    """The archive's baseline: decompress, decode each line and the event text in it."""
+    n = 0
+    loads, error = orjson.loads, orjson.JSONDecodeError
+    for _, path in day_files(root, "procedure-events"):
+        with gzip.open(path, "rb") as fh:
+            for line in fh.read().split(b"\n"):
+                if line:
+                    value = loads(line).get("v")
+                    with contextlib.suppress(error):
+                        loads(value or b"")
+                    n += 1
+    return n
+
+
+def make_archive(events: Path, root: Path) -> None:
+    """An archive of the file's lines: 3 partitions (by unit), broker time = event time (the
+    previous record's when the line has none)."""
+    offsets, recs, ts = [0, 0, 0], [], 1_704_067_200_000
+    with open(events, "rb") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                body = orjson.loads(line)
+                ts = parse_ts(body["occurred_at"]) // 1000
+                p = zlib.crc32(str(body.get("unit_id")).encode()) % 3
+            except Exception:  # noqa: BLE001 (a bad line: anywhere)
+                p = 0
+            recs.append(Record("procedure-events", p, offsets[p], ts, None, line))
+            offsets[p] += 1
+    export(MemorySource({"procedure-events": recs}), ["procedure-events"], root)
+
+
+def ingest_rounds(path: Path, catalog: Catalog, repeat: int, archive: Path | None = None
+                  ) -> dict[str, Any]:
+    source: FileSource | ArchiveSource = (FileSource(path) if archive is None
+                                          else ArchiveSource(archive))
 
     def ingest(fused: bool) -> Callable[[], Any]:
         def run() -> Any:
@@ -117,7 +170,9 @@ def ingest_rounds(path: Path, catalog: Catalog, repeat: int) -> dict[str, Any]:
         return run
 
     stages: dict[str, Callable[[], Any]] = {
-        "decode": lambda: decode_only(path), "ingest": ingest(True), "generic": ingest(False)}
+        "decode": (lambda: decode_only(path)) if archive is None else (
+            lambda: decode_archive(archive)),
+        "ingest": ingest(True), "generic": ingest(False)}
     rounds: list[dict[str, tuple[float, float]]] = []
     n, outcomes = 0, {}
     for _ in range(repeat):
@@ -155,7 +210,12 @@ def ingest_rounds(path: Path, catalog: Catalog, repeat: int) -> dict[str, Any]:
 
 def _bench(path: Path, args: argparse.Namespace) -> int:
     catalog, model = load_catalog(args.units), load_model()
-    summary = ingest_rounds(path, catalog, args.repeat)
+    archive = None
+    if args.archive:
+        archive = Path(args.archive)
+        if not archive.is_dir():
+            make_archive(path, archive)
+    summary = ingest_rounds(path, catalog, args.repeat, archive)
     summary["python"] = sys.version.split()[0]
     if not args.no_timelines:
         summary["wall_events_per_s"] = _timelines(path, args, catalog, model)
