@@ -17,6 +17,7 @@ order, so the counts and anomalies come out as the generic path makes them.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 from collections import OrderedDict
 from functools import partial
@@ -41,19 +42,23 @@ _Instants = dict[tuple[str, str], list[int]]
 class _Tables:
     """One ingest's unit tables, for every catalog unit up front (those no event reached are
     dropped at the end), the fused functions on them, and the reference steps for the rest.
-    ``dinst``: per unit, dossier id -> (Dossier, its instants), where the fused code finds a
-    dossier and its instants in one lookup (the lists are also the unit's ``item_instants``)."""
+    ``dinst``: per unit, dossier id -> (Dossier, its instants), in the order the dossiers
+    came: the fused code finds a dossier and its instants in one lookup, and fills no other
+    table; the unit's ``dossiers`` and its dossiers' ``item_instants`` are made from it at
+    the end. ``items``: the other facts' instants (petitions, publications: the reference
+    fold), with ``marks``, how many dossiers the unit had when each came (``History``'s
+    ``item_instants`` interleaves all of them in the order they came)."""
 
     def __init__(self, acceptor: Acceptor, table: FirstSeen):
         self.acceptor = acceptor
         self.unit_ids = list(acceptor.catalog.by_id)
         self.states = {u: UnitState() for u in self.unit_ids}
         self.items: dict[str, _Instants] = {u: {} for u in self.unit_ids}
+        self.marks: dict[str, list[tuple[int, tuple[str, str]]]] = {
+            u: [] for u in self.unit_ids}
         self.dinst: dict[str, dict[str, tuple[Dossier, list[int]]]] = {
             u: {} for u in self.unit_ids}
-        self.fused = FusedHistory(
-            self.dinst, {u: (self.states[u].dossiers, self.items[u]) for u in self.unit_ids},
-            table)
+        self.fused = FusedHistory(self.dinst, table)
         self.records = self.new = self.duplicates = 0  # of the reference steps
         self.first_ts, self.last_ts = MAX_TS, MIN_TS
 
@@ -94,15 +99,18 @@ class _Tables:
             key = apply_event(self.states[unit_id], ev)
             if key is None:
                 return
-            instants = self.items[unit_id].setdefault(key, [])
+            items = self.items[unit_id]
+            found = items.get(key)
+            if found is None:
+                found = items[key] = []
+                self.marks[unit_id].append((len(self.dinst[unit_id]), key))
+            instants = found
         else:
             ident = ev.body["dossier_id"]
             pair = self.dinst[unit_id].get(ident)
             if pair is None:
                 d, instants = Dossier(), []
-                self.states[unit_id].dossiers[ident] = d
                 self.dinst[unit_id][ident] = (d, instants)
-                self.items[unit_id][("d", ident)] = instants
             else:
                 d, instants = pair
             fold(d, ev.ts, ev.event_id, ev.body, ev.times)
@@ -121,8 +129,27 @@ class _Tables:
         if accepted:
             history.first_ts = min(self.first_ts, fused.first_ts())
             history.last_ts = max(self.last_ts, fused.last_ts())
-        history.states = {u: self.states[u] for u in self.unit_ids if self.items[u]}
-        history.item_instants = {u: self.items[u] for u in self.unit_ids if self.items[u]}
+        for u in self.unit_ids:
+            dinst, items = self.dinst[u], self.items[u]
+            if not dinst and not items:
+                continue
+            state = history.states[u] = self.states[u]
+            state.dossiers = {ident: pair[0] for ident, pair in dinst.items()}
+            if not items:
+                history.item_instants[u] = {("d", ident): pair[1] for ident, pair in dinst.items()}
+                continue
+            # the order they came: each other fact after the dossiers the unit had then
+            merged: _Instants = {}
+            dossiers = iter(dinst.items())
+            placed = 0
+            for before, key in self.marks[u]:
+                for ident, pair in itertools.islice(dossiers, before - placed):
+                    merged[("d", ident)] = pair[1]
+                placed = max(placed, before)
+                merged[key] = items[key]
+            for ident, pair in dossiers:
+                merged[("d", ident)] = pair[1]
+            history.item_instants[u] = merged
         return history
 
 

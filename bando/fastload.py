@@ -102,8 +102,10 @@ def _finish(event_type: str, i: int, history: bool
             ) -> Callable[[dict[str, str], str], list[str]]:
     """The lines after the checks: de-duplicate, fold, answer. ``history`` (audit replay's
     ingest, ``audit.ingest.History``): also the earliest instant, and each dossier's instants
-    (its events' times, 1 us after each deadline they carry) in ``dinst``, the unit's table of
-    dossier id -> (Dossier, instants), whose lists are also the unit's ``item_instants``."""
+    (its events' times, 1 us after each deadline they carry), with the dossier, in ``dinst``,
+    the unit's table of dossier id -> (Dossier, instants): the unit's ``dossiers`` and
+    ``item_instants`` are made from it at the end (one table to fill per new dossier, not
+    three)."""
 
     def finish(var: dict[str, str], unit: str) -> list[str]:
         out = []
@@ -128,10 +130,7 @@ def _finish(event_type: str, i: int, history: bool
                 out += ["    if pair is None:",
                         "        d = Dossier()",
                         "        instants = [ts]",
-                        f"        dossiers, items = unit_tables[{unit}]",
-                        f"        dossiers[{dossier}] = d",
                         f"        dinst[{dossier}] = (d, instants)",
-                        f"        items[('d', {dossier})] = instants",
                         "    else:",
                         "        d, instants = pair",
                         "        instants.append(ts)"]
@@ -218,7 +217,7 @@ def _inline_fold(fold: Callable[..., None], fields: dict[str, str]) -> list[str]
 # One factory for all types, so that they share the table's state and ``max_ts``. During a
 # load the table's ``_room`` is the factory's ``dd_room``: ``check`` and ``count`` hand it over.
 _FACTORY = """\
-def factory(units, table, hash_, unit_tables):
+def factory(units, table, hash_):
     max_ts, min_ts = MIN_TS, MAX_TS
     dd_slots, dd_room = table._slots, table._room
     dd_end = len(dd_slots)
@@ -250,10 +249,9 @@ def factory(units, table, hash_, unit_tables):
 
 
 def _factory_source(history: bool) -> str:
-    """``factory(units, table, hash_, unit_tables) -> (functions, check, count, last_ts,
-    first_ts)``: ``units`` maps each catalog unit id to its dossier table (``history``: its
-    ``dinst``, see ``_finish``), ``table`` is the load's ``FirstSeen``, ``unit_tables`` (history
-    only) maps each unit id to its (dossiers, item_instants) dicts."""
+    """``factory(units, table, hash_) -> (functions, check, count, last_ts, first_ts)``:
+    ``units`` maps each catalog unit id to its dossier table (``history``: its ``dinst``, see
+    ``_finish``), ``table`` is the load's ``FirstSeen``."""
     functions, names, known = [], [], set()
     for i, (event_type, rules) in enumerate(_RULES.items()):
         # the rare petitions and publications: the Event, for the caller's reference path
@@ -330,21 +328,19 @@ class FusedLoad:
         # the hash of ``scoring.dedup`` at the time of the load (tests force collisions there)
         self.functions: dict[str, Fused]
         self.functions, self.check, self.count, self.last_ts, _ = _FACTORY_FN(
-            units, table, scoring.dedup._hash, None)
+            units, table, scoring.dedup._hash)
 
 
 class FusedHistory:
-    """The fused functions of audit replay's ingest (``audit.ingest``): as ``FusedLoad``, and
-    they also keep ``History``'s instants. ``units``: unit id -> its ``dinst`` (dossier id ->
-    (Dossier, instants)) for every catalog unit whose id passes the field test;
-    ``unit_tables``: unit id -> (its ``UnitState.dossiers``, its ``item_instants``).
-    ``first_ts()``: the earliest ``occurred_at`` they accepted (``MAX_TS`` if none)."""
+    """The fused functions of audit replay's ingest (``audit.fastingest``): as ``FusedLoad``,
+    and they also keep ``History``'s instants. ``units``: unit id -> its ``dinst`` (dossier
+    id -> (Dossier, instants), see ``_finish``) for every catalog unit whose id passes the
+    field test. ``first_ts()``: the earliest ``occurred_at`` they accepted (``MAX_TS`` if
+    none)."""
 
-    def __init__(self, units: Mapping[str, dict[str, Any]],
-                 unit_tables: Mapping[str, tuple[dict[str, Dossier], dict[Any, list[int]]]],
-                 table: FirstSeen):
+    def __init__(self, units: Mapping[str, dict[str, Any]], table: FirstSeen):
         unit_ok = eval(f"lambda v: {value_test(_COMMON_KINDS['unit_id'], 'v')}")  # noqa: S307
         units = {u: dinst for u, dinst in units.items() if unit_ok(u)}
         self.functions: dict[str, Fused]
         self.functions, self.check, self.count, self.last_ts, self.first_ts = _HISTORY_FN(
-            units, table, scoring.dedup._hash, unit_tables)
+            units, table, scoring.dedup._hash)
