@@ -147,8 +147,8 @@ T0_MS = 1_711_900_800_000  # 2024-04-01 (UTC)
 @st.composite
 def archives(draw: st.DrawFn) -> tuple[list[Record], bool, int | None, int | None]:
     """Records of a stream's lines over up to 3 partitions and ~10 days (some values binary,
-    null or padded with whitespace), whether a day file gets some of its lines again (an
-    archive run re-done after a crash), and since/until."""
+    null or padded with whitespace, some without a broker time), whether a day file gets some
+    of its lines again (an archive run re-done after a crash), and since/until."""
     lines = draw(streams())
     offsets = [0, 0, 0]
     recs = []
@@ -156,8 +156,8 @@ def archives(draw: st.DrawFn) -> tuple[list[Record], bool, int | None, int | Non
         p = draw(st.integers(0, 2))
         value: bytes | None = draw(st.sampled_from(
             [line] * 8 + [b"\xff\xfe" + line, None, b" " + line + b"\n"]))
-        recs.append(Record("procedure-events", p, offsets[p], T0_MS + i * DAY_MS // 6 + p,
-                           None, value))
+        ts = None if draw(st.integers(0, 15)) == 0 else T0_MS + i * DAY_MS // 6 + p
+        recs.append(Record("procedure-events", p, offsets[p], ts, None, value))
         offsets[p] += 1
     span = len(lines) * DAY_MS // 6
     since = draw(st.one_of(st.none(), st.integers(T0_MS - DAY_MS, T0_MS + span)))
