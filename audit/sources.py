@@ -132,12 +132,13 @@ class _Window:
         self.last: dict[int, int] = {}
 
     def admit(self, rec: Record) -> bool:
-        p = rec.partition
-        if p in self.stopped or rec.offset <= self.last.get(p, -1):
+        return self.admit_at(rec.partition, rec.offset, rec.timestamp_ms)
+
+    def admit_at(self, p: int, offset: int, ts: int | None) -> bool:
+        if p in self.stopped or offset <= self.last.get(p, -1):
             return False  # ended, or a repeat (an archive run that was re-done after a crash)
-        if rec.offset < self.start_offsets.get(p, 0):
+        if offset < self.start_offsets.get(p, 0):
             return False
-        ts = rec.timestamp_ms
         if p not in self.started:
             if self.since is not None and (ts is None or ts < self.since):
                 return False
@@ -145,7 +146,7 @@ class _Window:
         if self.until is not None and ts is not None and ts > self.until:
             self.stopped.add(p)
             return False
-        self.last[p] = rec.offset
+        self.last[p] = offset
         return True
 
 
@@ -167,17 +168,19 @@ class ArchiveSource:
     def has_topic(self, topic: str) -> bool:
         return bool(day_files(self.root, topic))
 
-    def read(self, topic: str, since_ms: int | None = None, until_ms: int | None = None,
-             start_offsets: Mapping[int, int] | None = None) -> Iterator[list[Record]]:
+    def files(self, topic: str, since_ms: int | None = None) -> list[Path]:
+        """The files ``read`` reads, in its order."""
         files = day_files(self.root, topic)
         if not files:
             raise AuditError(f"{self.name}: no files for topic {topic!r}")
         first_day = day_of_ms(since_ms) if since_ms is not None else ""
+        return [path for day, path in files if day >= first_day]
+
+    def read(self, topic: str, since_ms: int | None = None, until_ms: int | None = None,
+             start_offsets: Mapping[int, int] | None = None) -> Iterator[list[Record]]:
         window = _Window(since_ms, until_ms, start_offsets)
         batch: list[Record] = []
-        for day, path in files:
-            if day < first_day:
-                continue
+        for path in self.files(topic, since_ms):
             try:
                 with gzip.open(path, "rb") as fh:
                     for line in fh:

@@ -107,9 +107,9 @@ def load(
         functions: Mapping[str, Callable[[dict[str, Any], int], Event | bool | None]]
         if fh.seekable():
             again = stack.enter_context(open(path, "rb"))
-            expected = os.fstat(fh.fileno()).st_size // _TYPICAL_LINE
+            expected = os.fstat(fh.fileno()).st_size // TYPICAL_LINE
             fused = FusedLoad({u: state.dossiers for u, state in states.items()},
-                              FirstSeen(partial(_body_at, again), expected))
+                              FirstSeen(partial(body_at, again), expected))
             functions, check = fused.functions, fused.check
         else:  # a pipe: keep digests, as the live worker does; the fast checks only check
             checks, members = validator.fast_path()
@@ -184,10 +184,10 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-_TYPICAL_LINE = 250  # bytes per event line, to size the de-duplication table
+TYPICAL_LINE = 250  # bytes per event line, to size the de-duplication table
 
 
-def _body_at(fh: BinaryIO, offset: int) -> dict[str, Any]:
+def body_at(fh: BinaryIO, offset: int) -> dict[str, Any]:
     """The event on the line that starts at ``offset`` (an accepted one)."""
     fh.seek(offset)
     body: dict[str, Any] = orjson.loads(fh.readline())

@@ -44,6 +44,7 @@ from scoring.timeutil import FAST_TABLES, parse_ts
 
 Fused = Callable[[dict[str, Any], int], "Event | bool | None"]
 MIN_TS = -(1 << 63)
+MAX_TS = (1 << 63) - 1
 
 # string fields with few distinct values: a value once found fine is remembered in a set
 # (``known_<field>``), so later events pay one membership test instead of the type and length
@@ -53,13 +54,13 @@ _CACHED_STAMPS = ("due_at", "new_due_at")  # deadlines: few distinct instants
 _STAMPS: dict[str, int] = {}  # parse_ts by whole text, shared by the loads of this process
 
 
-def _test_of(event_type: str) -> Callable[[str, Kind, str], str | None]:
+def _test_of(event_type: str, history: bool) -> Callable[[str, Kind, str], str | None]:
     """The field tests that differ from the fast check's (``schemas.fastcheck.fast_source``)."""
 
     def test_of(name: str, kind: Kind, var: str) -> str | None:
         if name == "unit_id":  # ``units`` holds only ids that pass the field's own test
-            if event_type in DOSSIER_FOLDS:
-                return f"(dossiers := units.get({var})) is not None"
+            if event_type in DOSSIER_FOLDS:  # the unit's dossier table (history: ``dinst``)
+                return f"({'dinst' if history else 'dossiers'} := units.get({var})) is not None"
             return f"{var} in units"
         if name == "dossier_id" and event_type in DOSSIER_FOLDS:
             return ""  # a dossier already in the table has a fine id: tested in _finish
@@ -97,26 +98,50 @@ _ADD = """\
 """
 
 
-def _finish(event_type: str, i: int) -> Callable[[dict[str, str], str], list[str]]:
-    """The lines after the checks: de-duplicate, fold, answer."""
+def _finish(event_type: str, i: int, history: bool
+            ) -> Callable[[dict[str, str], str], list[str]]:
+    """The lines after the checks: de-duplicate, fold, answer. ``history`` (audit replay's
+    ingest, ``audit.ingest.History``): also the earliest instant, and each dossier's instants
+    (its events' times, 1 us after each deadline they carry), with the dossier, in ``dinst``,
+    the unit's table of dossier id -> (Dossier, instants): the unit's ``dossiers`` and
+    ``item_instants`` are made from it at the end (one table to fill per new dossier, not
+    three)."""
 
     def finish(var: dict[str, str], unit: str) -> list[str]:
         out = []
         dossier = var.get("dossier_id")
+        found = "pair" if history else "d"
         if event_type in DOSSIER_FOLDS:
             dossier_ok = value_test(_RULES[event_type].kinds["dossier_id"], str(dossier))
-            out += [f"    d = dossiers.get({dossier})",  # dossiers: from the unit test
-                    "    if d is None:",
+            table = "dinst" if history else "dossiers"  # from the unit test
+            out += [f"    {found} = {table}.get({dossier})",
+                    f"    if {found} is None:",
                     f"        if not ({dossier_ok}):",
                     "            return None"]
-        out += ["    nonlocal max_ts, dd_room",
+        out += ["    nonlocal max_ts, dd_room" + (", min_ts" if history else ""),
                 *_ADD.format(event_id=var["event_id"], event_type=event_type,
                              unit=unit).splitlines(),
                 "    if ts > max_ts:",
                 "        max_ts = ts"]
+        if history:
+            out += ["    if ts < min_ts:", "        min_ts = ts"]
         if event_type in DOSSIER_FOLDS:
-            out += ["    if d is None:",
-                    f"        d = dossiers[{dossier}] = Dossier()"]
+            if history:  # History.add's order: the event's time, then its deadlines
+                out += ["    if pair is None:",
+                        "        d = Dossier()",
+                        "        instants = [ts]",
+                        f"        dinst[{dossier}] = (d, instants)",
+                        "    else:",
+                        "        d, instants = pair",
+                        "        instants.append(ts)"]
+                rules = _RULES[event_type]
+                for name in rules.timestamps:
+                    due = f"instants.append(t_{var[name]} + 1)"
+                    out += ([f"    {due}"] if name in rules.required else
+                            [f"    if {var[name]} is not None:", f"        {due}"])
+            else:
+                out += ["    if d is None:",
+                        f"        d = dossiers[{dossier}] = Dossier()"]
             inline = _inline_fold(DOSSIER_FOLDS[event_type], _fields(event_type, var))
             out += [f"    fold_{i}(d, ts, v0, body, times)"] if inline is None else inline
         return out + ["    return True"]
@@ -193,7 +218,7 @@ def _inline_fold(fold: Callable[..., None], fields: dict[str, str]) -> list[str]
 # load the table's ``_room`` is the factory's ``dd_room``: ``check`` and ``count`` hand it over.
 _FACTORY = """\
 def factory(units, table, hash_):
-    max_ts = MIN_TS
+    max_ts, min_ts = MIN_TS, MAX_TS
     dd_slots, dd_room = table._slots, table._room
     dd_end = len(dd_slots)
 {known}
@@ -219,20 +244,22 @@ def factory(units, table, hash_):
         return table.count
 
 {functions}
-    return {{{names}}}, check, count, lambda: max_ts
+    return {{{names}}}, check, count, lambda: max_ts, lambda: min_ts
 """
 
 
-def _factory_source() -> str:
-    """``factory(units, table, hash_) -> (functions, check, count, last_ts)``: ``units`` maps
-    each catalog unit id to its dossier table, ``table`` is the load's ``FirstSeen``."""
+def _factory_source(history: bool) -> str:
+    """``factory(units, table, hash_) -> (functions, check, count, last_ts, first_ts)``:
+    ``units`` maps each catalog unit id to its dossier table (``history``: its ``dinst``, see
+    ``_finish``), ``table`` is the load's ``FirstSeen``."""
     functions, names, known = [], [], set()
     for i, (event_type, rules) in enumerate(_RULES.items()):
         # the rare petitions and publications: the Event, for the caller's reference path
         fuse = event_type in DOSSIER_FOLDS or event_type == "clock.tick"
-        source = fast_source(event_type, rules, _COMMON_KINDS, test_of=_test_of(event_type),
+        source = fast_source(event_type, rules, _COMMON_KINDS,
+                             test_of=_test_of(event_type, history),
                              cached_stamps=_CACHED_STAMPS,
-                             finish=_finish(event_type, i) if fuse else None,
+                             finish=_finish(event_type, i, history) if fuse else None,
                              signature=f"fused_{i}(body, token)", extras=f"extras_ok_{i}")
         functions.append(textwrap.indent(source, "    "))
         names.append(f"{event_type!r}: fused_{i}")
@@ -247,7 +274,7 @@ def _remember(known: set[str], value: str) -> bool:
     return True
 
 
-def _compile() -> tuple[Callable[..., Any], str]:
+def _compile(history: bool) -> tuple[Callable[..., Any], str]:
     schema_names = {*_COMMON_KINDS, "type", *(n for r in _RULES.values() for n in r.kinds)}
     for name in _FEW_VALUES:  # one set per field name: the field must mean one thing
         if len({repr(r.kinds[name]) for r in _RULES.values() if name in r.kinds}) > 1:
@@ -255,7 +282,8 @@ def _compile() -> tuple[Callable[..., Any], str]:
     hours, tails = FAST_TABLES
     namespace: dict[str, Any] = {
         "Dossier": Dossier, "make": Event, "parse_ts": parse_ts, "hours": hours, "tails": tails,
-        "stamps": _STAMPS, "NO_TIMES": NO_TIMES, "MIN_TS": MIN_TS, "remember": _remember}
+        "stamps": _STAMPS, "NO_TIMES": NO_TIMES, "MIN_TS": MIN_TS, "MAX_TS": MAX_TS,
+        "remember": _remember}
     for fold in DOSSIER_FOLDS.values():  # the globals an inlined fold reads (facts' own)
         for name in fold.__code__.co_names:
             if name in fold.__globals__:
@@ -266,7 +294,7 @@ def _compile() -> tuple[Callable[..., Any], str]:
         namespace[f"extras_ok_{i}"] = extras_check({*_COMMON_KINDS, "type", *rules.kinds},
                                                    schema_names)
         namespace[f"fold_{i}"] = DOSSIER_FOLDS.get(event_type)
-    source = _factory_source()
+    source = _factory_source(history)
     exec(compile(source, "<fused checks>", "exec"), namespace)  # noqa: S102
     factory = namespace["factory"]
     # the checks' own variables must not hide the factory's (a hidden ``dd_end`` would
@@ -281,7 +309,8 @@ def _compile() -> tuple[Callable[..., Any], str]:
     return factory, source
 
 
-_FACTORY_FN, FUSED_SOURCE = _compile()
+_FACTORY_FN, FUSED_SOURCE = _compile(history=False)
+_HISTORY_FN, HISTORY_SOURCE = _compile(history=True)
 
 
 class FusedLoad:
@@ -298,5 +327,20 @@ class FusedLoad:
         units = {u: dossiers for u, dossiers in dossier_tables.items() if unit_ok(u)}
         # the hash of ``scoring.dedup`` at the time of the load (tests force collisions there)
         self.functions: dict[str, Fused]
-        self.functions, self.check, self.count, self.last_ts = _FACTORY_FN(
+        self.functions, self.check, self.count, self.last_ts, _ = _FACTORY_FN(
+            units, table, scoring.dedup._hash)
+
+
+class FusedHistory:
+    """The fused functions of audit replay's ingest (``audit.fastingest``): as ``FusedLoad``,
+    and they also keep ``History``'s instants. ``units``: unit id -> its ``dinst`` (dossier
+    id -> (Dossier, instants), see ``_finish``) for every catalog unit whose id passes the
+    field test. ``first_ts()``: the earliest ``occurred_at`` they accepted (``MAX_TS`` if
+    none)."""
+
+    def __init__(self, units: Mapping[str, dict[str, Any]], table: FirstSeen):
+        unit_ok = eval(f"lambda v: {value_test(_COMMON_KINDS['unit_id'], 'v')}")  # noqa: S307
+        units = {u: dinst for u, dinst in units.items() if unit_ok(u)}
+        self.functions: dict[str, Fused]
+        self.functions, self.check, self.count, self.last_ts, self.first_ts = _HISTORY_FN(
             units, table, scoring.dedup._hash)

@@ -1,0 +1,286 @@
+"""Replay's ingest of a JSON-lines file or an archive by ``bando score``'s fused code: the same
+verdicts, statistics and history as ``Acceptor.accept`` + ``History.add`` record by record
+(``audit.ingest.load_history``'s generic path), in about half the time.
+
+Each record's event is decoded here and handed to its type's fused function
+(``bando.fastload.FusedHistory``: checks, de-duplication and fold in one call). The
+de-duplication keeps, per event id, a hash tag and where its first accepted copy lies (a
+file's byte offset; an archive's file and line) instead of a digest of every body
+(``scoring.dedup.FirstSeen``: a repeated id re-reads its first copy to compare digests, so
+the verdicts are ``Deduper``'s); one table, as ``Acceptor`` keeps without ``per_partition``.
+What the fused code hands back (a repeat, a petition, a publication, anything it is unsure
+of) and the DLQ's positions take ``Acceptor``'s own steps (``_Tables.slow``), in record
+order, so the counts and anomalies come out as the generic path makes them.
+``tests/audit/test_fast_ingest.py`` checks both sources against the generic path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import os
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from audit.exceptions import AuditError
+from audit.ingest import Acceptor, History, paused_gc
+from audit.sources import ArchiveSource, FileSource, Record, _Window, decode_record
+from bando.batch import TYPICAL_LINE, body_at
+from bando.fastload import MAX_TS, MIN_TS, FusedHistory
+from schemas import EventRejected
+from scoring.dedup import CONFLICT, NEW, FirstSeen
+from scoring.events import Event
+from scoring.facts import DOSSIER_FOLDS, Dossier, UnitState, apply_event
+
+_Instants = dict[tuple[str, str], list[int]]
+
+
+class _Tables:
+    """One ingest's unit tables, for every catalog unit up front (those no event reached are
+    dropped at the end), the fused functions on them, and the reference steps for the rest.
+    ``dinst``: per unit, dossier id -> (Dossier, its instants), in the order the dossiers
+    came: the fused code finds a dossier and its instants in one lookup, and fills no other
+    table; the unit's ``dossiers`` and its dossiers' ``item_instants`` are made from it at
+    the end. ``items``: the other facts' instants (petitions, publications: the reference
+    fold), with ``marks``, how many dossiers the unit had when each came (``History``'s
+    ``item_instants`` interleaves all of them in the order they came)."""
+
+    def __init__(self, acceptor: Acceptor, table: FirstSeen):
+        self.acceptor = acceptor
+        self.unit_ids = list(acceptor.catalog.by_id)
+        self.states = {u: UnitState() for u in self.unit_ids}
+        self.items: dict[str, _Instants] = {u: {} for u in self.unit_ids}
+        self.marks: dict[str, list[tuple[int, tuple[str, str]]]] = {
+            u: [] for u in self.unit_ids}
+        self.dinst: dict[str, dict[str, tuple[Dossier, list[int]]]] = {
+            u: {} for u in self.unit_ids}
+        self.fused = FusedHistory(self.dinst, table)
+        self.records = self.new = self.duplicates = 0  # of the reference steps
+        self.first_ts, self.last_ts = MAX_TS, MIN_TS
+
+    def slow(self, event: Event | None, raw: bytes, where: str, token: int) -> None:
+        """``Acceptor.accept`` (past the DLQ) and ``History.add`` of a record the fused code
+        did not take: ``event`` if it is valid, else None and ``raw`` for the validator."""
+        acceptor = self.acceptor
+        stats = acceptor.stats
+        self.records += 1
+        if event is None:
+            try:
+                event = acceptor.validator.validate(raw)
+            except EventRejected as exc:
+                stats.rejected[exc.code] += 1
+                if acceptor.dlq is not None:
+                    stats.anomaly(f"{where}: {exc.code} ({exc.detail[:80]}) but not in the DLQ")
+                return
+        status = self.fused.check(event, token)
+        if status == NEW:
+            self.new += 1
+            self.first_ts, self.last_ts = min(self.first_ts, event.ts), max(self.last_ts, event.ts)
+            self._add(event)
+        elif status == CONFLICT:
+            stats.rejected["conflicting_duplicate"] += 1
+            if acceptor.dlq is not None:
+                stats.anomaly(f"{where}: conflicting duplicate of {event.event_id!r} not in "
+                              "the DLQ")
+        else:
+            self.duplicates += 1
+
+    def _add(self, ev: Event) -> None:
+        """``History.add`` (minus first/last), keeping dossiers in ``dinst`` too."""
+        unit_id = ev.unit_id
+        if unit_id is None:
+            return
+        fold = DOSSIER_FOLDS.get(ev.type)
+        if fold is None:  # petitions and publications: the reference fold
+            key = apply_event(self.states[unit_id], ev)
+            if key is None:
+                return
+            items = self.items[unit_id]
+            found = items.get(key)
+            if found is None:
+                found = items[key] = []
+                self.marks[unit_id].append((len(self.dinst[unit_id]), key))
+            instants = found
+        else:
+            ident = ev.body["dossier_id"]
+            pair = self.dinst[unit_id].get(ident)
+            if pair is None:
+                d, instants = Dossier(), []
+                self.dinst[unit_id][ident] = (d, instants)
+            else:
+                d, instants = pair
+            fold(d, ev.ts, ev.event_id, ev.body, ev.times)
+        instants.append(ev.ts)
+        for due in ev.times.values():  # due_at / new_due_at
+            instants.append(due + 1)
+
+    def history(self) -> History:
+        """The statistics into the acceptor's, and the history (units that got an event)."""
+        stats, fused = self.acceptor.stats, self.fused
+        accepted = fused.count()  # every new id went into the table, through either path
+        stats.records += self.records + accepted - self.new
+        stats.accepted += accepted
+        stats.duplicates += self.duplicates
+        history = History()
+        if accepted:
+            history.first_ts = min(self.first_ts, fused.first_ts())
+            history.last_ts = max(self.last_ts, fused.last_ts())
+        for u in self.unit_ids:
+            dinst, items = self.dinst[u], self.items[u]
+            if not dinst and not items:
+                continue
+            state = history.states[u] = self.states[u]
+            state.dossiers = {ident: pair[0] for ident, pair in dinst.items()}
+            if not items:
+                history.item_instants[u] = {("d", ident): pair[1] for ident, pair in dinst.items()}
+                continue
+            # the order they came: each other fact after the dossiers the unit had then
+            merged: _Instants = {}
+            dossiers = iter(dinst.items())
+            placed = 0
+            for before, key in self.marks[u]:
+                for ident, pair in itertools.islice(dossiers, before - placed):
+                    merged[("d", ident)] = pair[1]
+                placed = max(placed, before)
+                merged[key] = items[key]
+            for ident, pair in dossiers:
+                merged[("d", ident)] = pair[1]
+            history.item_instants[u] = merged
+        return history
+
+
+def load_file(source: FileSource, acceptor: Acceptor) -> History:
+    """``FileSource.read`` through the acceptor into a history: a record per non-blank line,
+    partition 0, offset = line number - 1; the table's token is the line's byte offset."""
+    topic, dlq = source.topic, acceptor.dlq
+    limit = acceptor.validator.max_bytes
+    dlq_here = {o: code for (p, o), code in dlq.items() if p == 0} if dlq is not None else {}
+    loads, not_json = orjson.loads, orjson.JSONDecodeError
+    with open(source.path, "rb") as fh, open(source.path, "rb") as again, paused_gc():
+        tables = _Tables(acceptor, FirstSeen(partial(body_at, again),
+                                             os.fstat(fh.fileno()).st_size // TYPICAL_LINE))
+        functions, slow = tables.fused.functions, tables.slow
+        pos = 0
+        for offset, line in enumerate(fh):
+            start = pos
+            pos += (size := len(line))
+            if dlq_here and offset in dlq_here:  # the worker's verdict: the reference decides
+                raw = line.strip()
+                if raw:
+                    acceptor.accept(Record(topic, 0, offset, None, None, raw))
+                continue
+            # as in bando.batch.load: the line with its whitespace (JSON allows it); over the
+            # limit before stripping, not an object, no known type, or unsure: validate()
+            if size <= limit:
+                try:
+                    event = functions[(body := loads(line))["type"]](body, start)
+                except (not_json, KeyError, TypeError):
+                    event = None
+                else:
+                    if event is True:  # new, accepted and folded
+                        continue
+            else:
+                event = None
+            raw = line.strip()
+            if raw:  # else not a record (FileSource skips it)
+                slow(event, raw, f"{topic}[0]@{offset}", start)  # type: ignore[arg-type]
+        return tables.history()
+
+
+class _DayLines:
+    """An archive's lines by (file, line) for ``FirstSeen.body_at``: the last few files read
+    are kept (a repeat mostly follows its first copy closely), an older one is read again."""
+
+    KEPT = 3
+
+    def __init__(self, topic: str, paths: list[Path]):
+        self.topic, self.paths = topic, paths
+        self.files: OrderedDict[int, list[bytes]] = OrderedDict()
+
+    def lines(self, index: int) -> list[bytes]:
+        lines = self.files.get(index)
+        if lines is None:
+            with gzip.open(self.paths[index], "rb") as fh:
+                lines = fh.read().split(b"\n")
+            if lines and not lines[-1]:
+                lines.pop()
+            self.files[index] = lines
+            while len(self.files) > self.KEPT:
+                self.files.popitem(last=False)
+        else:
+            self.files.move_to_end(index)
+        return lines
+
+    def body_at(self, token: int) -> dict[str, Any]:
+        rec = decode_record(self.topic, self.lines(token >> 32)[token & 0xFFFFFFFF])
+        body: dict[str, Any] = orjson.loads(rec.value or b"")
+        return body
+
+
+def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms: int | None,
+                 until_ms: int | None) -> History:
+    """``ArchiveSource.read`` through the acceptor into a history; the table's token is the
+    record's file and line (``file << 32 | line``). The event is decoded from the archive
+    line's text (``v``) without making a ``Record`` or its bytes; a binary value (``vb``), a
+    null one or one that might be over the size limit goes through ``decode_record`` and the
+    validator. (Unlike ``read``, a record's key is not decoded: a corrupt key is not an error
+    here.)"""
+    paths = source.files(topic, since_ms)
+    days = _DayLines(topic, paths)
+    # ``_Window.admit_at`` inline (no start offsets here): a call per record is a tenth of
+    # the ingest
+    window = _Window(since_ms, until_ms, None)
+    started, stopped, last = window.started, window.stopped, window.last
+    last_of, dlq = last.get, acceptor.dlq
+    quarter = acceptor.validator.max_bytes // 4  # a text of that length is under the limit
+    loads, not_json = orjson.loads, orjson.JSONDecodeError
+    expected = sum(p.stat().st_size for p in paths) * 3 // TYPICAL_LINE  # gzip: ~1/3
+    with paused_gc():
+        tables = _Tables(acceptor, FirstSeen(days.body_at, expected))
+        functions, slow = tables.fused.functions, tables.slow
+        for index, path in enumerate(paths):
+            base = index << 32
+            try:
+                lines = days.lines(index)
+            except (OSError, EOFError) as exc:
+                raise AuditError(f"{source.name}: cannot read {path}: {exc}") from exc
+            for number, line in enumerate(lines):
+                try:
+                    d = loads(line)
+                    p, o = d["p"], d["o"]
+                except (not_json, KeyError) as exc:
+                    raise AuditError(f"{source.name}: cannot read {path}: {exc}") from exc
+                if p in stopped or o <= last_of(p, -1):
+                    continue  # ended, or a repeat (an archive run re-done after a crash)
+                if p not in started or until_ms is not None:
+                    ts = d.get("ts")
+                    if p not in started:
+                        if since_ms is not None and (ts is None or ts < since_ms):
+                            continue
+                        started.add(p)
+                    if until_ms is not None and ts is not None and ts > until_ms:
+                        stopped.add(p)
+                        continue
+                last[p] = o
+                if dlq is not None and (p, o) in dlq:  # the worker's verdict
+                    acceptor.accept(decode_record(topic, line))
+                    continue
+                value = d.get("v")
+                event = None
+                if type(value) is str and len(value) <= quarter and "vb" not in d:
+                    try:
+                        event = functions[(body := loads(value))["type"]](body, base | number)
+                    except (not_json, KeyError, TypeError):
+                        event = None
+                    else:
+                        if event is True:  # new, accepted and folded
+                            continue
+                    raw = value.encode()
+                else:
+                    raw = decode_record(topic, line).value or b""
+                slow(event, raw, f"{topic}[{p}]@{o}", base | number)  # type: ignore[arg-type]
+        return tables.history()
