@@ -49,6 +49,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from offline_throughput import decode_only  # noqa: E402  (the same baseline as bando score's)
+
 from audit.archive import export  # noqa: E402
 from audit.replay import Acceptor, TimelineSpec, load_history, paused_gc, timeline  # noqa: E402
 from audit.sources import (  # noqa: E402
@@ -105,20 +107,6 @@ def main() -> int:
     finally:
         if tmp is not None:
             os.unlink(tmp.name)
-
-
-def decode_only(path: Path) -> int:
-    """The baseline: read the lines and decode each (as ``bench/offline_throughput.py``)."""
-    n = 0
-    loads, error = orjson.loads, orjson.JSONDecodeError
-    with open(path, "rb") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                with contextlib.suppress(error):
-                    loads(line)
-                n += 1
-    return n
 
 
 def decode_archive(root: Path) -> int:
