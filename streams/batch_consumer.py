@@ -10,11 +10,13 @@ faust-streaming 0.15's consumer internals (the version is pinned).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.utils.futures import notify
@@ -115,7 +117,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             log.info("%s[%d]: fetched batch starts at %d, next to process is %d: reading "
                      "again from there", tp.topic, tp.partition, records[0].offset,
                      verdict.reseek)
-            await self.seek(tp, verdict.reseek)
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile: its next seek
+                await self.seek(tp, verdict.reseek)
             return []
         for first, last in verdict.gaps:
             await self._add_gap(tp, first, last)  # faust's gap interval includes its end
