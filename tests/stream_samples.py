@@ -80,3 +80,18 @@ def streams(draw: st.DrawFn) -> list[bytes]:
         else:
             lines.append(orjson.dumps(draw(event_bodies())))
     return lines
+
+
+def growing_lines(n: int = 600) -> list[bytes]:
+    """Plain events with exact and conflicting repeats throughout: with the de-duplication
+    table sized for almost nothing it grows many times, and repeats after each growth must
+    still be found. The 6th line is the first conflicting repeat."""
+    lines: list[bytes] = []
+    for i in range(n):
+        body = {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
+                "unit_id": "u1", "dossier_id": f"d{i % 50}"}
+        lines.append(orjson.dumps(body))
+        if i % 7 == 0:  # an exact repeat of an earlier event, and a conflicting one
+            lines.append(orjson.dumps({**body, "event_id": f"e{i // 2}"}))
+            lines.append(lines[i // 3])
+    return lines

@@ -23,7 +23,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stream_samples import INSTANTS, LIMIT, streams
+from stream_samples import INSTANTS, LIMIT, growing_lines, streams
 
 import audit.fastingest
 import audit.ingest
@@ -110,14 +110,7 @@ def test_fast_ingest_equals_the_generic_path_when_every_id_collides(
 
 def test_fast_ingest_grows_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit.fastingest, "TYPICAL_LINE", 1 << 40)
-    lines = []
-    for i in range(600):
-        body = {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
-                "unit_id": "u1", "dossier_id": f"d{i % 50}"}
-        lines.append(orjson.dumps(body))
-        if i % 7 == 0:  # an exact repeat of an earlier event, and a conflicting one
-            lines.append(orjson.dumps({**body, "event_id": f"e{i // 2}"}))
-            lines.append(lines[i // 3])
+    lines = growing_lines()
     _agree(tmp_path / "events.jsonl", lines, {(0, 5): "conflicting_duplicate"}, False)
 
 

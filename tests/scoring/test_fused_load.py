@@ -18,7 +18,7 @@ import orjson
 import pytest
 from event_samples import VALID, facts_of
 from hypothesis import HealthCheck, given, settings
-from stream_samples import INSTANTS, LIMIT, streams
+from stream_samples import INSTANTS, LIMIT, growing_lines, streams
 
 import bando.batch
 import scoring.dedup
@@ -118,14 +118,7 @@ def test_fused_load_grows_the_table_mid_load(monkeypatch: pytest.MonkeyPatch) ->
     """A table sized for almost nothing: it grows many times under the fused code's inline
     insertions, and the repeats after each growth are still found."""
     monkeypatch.setattr(bando.batch, "TYPICAL_LINE", 1 << 40)
-    lines = []
-    for i in range(600):
-        body = {"event_id": f"e{i}", "type": "dossier.synced", "occurred_at": INSTANTS[i % 5],
-                "unit_id": "u1", "dossier_id": f"d{i % 50}"}
-        lines.append(orjson.dumps(body))
-        if i % 7 == 0:  # an exact repeat of an earlier event, and a conflicting one
-            lines.append(orjson.dumps({**body, "event_id": f"e{i // 2}"}))
-            lines.append(lines[i // 3])
+    lines = growing_lines()
     _agree(lines)
 
 

@@ -181,3 +181,10 @@ def wait_until(check: Callable[[], list[str]], timeout: float, what: str,
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def wait_caught_up(s: Any, worker: Any) -> None:
+    """Until the worker group has committed every record of the events topic."""
+    wait_until(lambda: [f"lag {n}"] if (n := run(group_lag(
+        s.kafka_bootstrap, s.app_id, s.events_topic))) else [], 90, "caught up",
+        worker.log_tail)

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pipeline_support import Worker, group_lag, produce_lines, produce_ticks, run, wait_until
+from pipeline_support import (
+    Worker,
+    produce_lines,
+    produce_ticks,
+    run,
+    wait_caught_up,
+    wait_until,
+)
 from test_pipeline_kafka import SHARED, check_equal, example_lines, final_time, truth
 
 from bando.infra import ensure_project_topics
@@ -56,9 +63,7 @@ def test_disk_store_restarts_from_local_state_and_rebuilds_when_deleted(
     seen_topic = f"{s.app_id}-seen-changelog"
 
     def caught_up(worker: Worker) -> None:
-        wait_until(lambda: [f"lag {n}"] if (n := run(group_lag(
-            s.kafka_bootstrap, s.app_id, s.events_topic))) else [], 90, "caught up",
-            worker.log_tail)
+        wait_caught_up(s, worker)
 
     w1 = Worker(s, tmp_path / "w1.log", log_level="info")
     w2 = Worker(s, tmp_path / "w2.log", log_level="info")

@@ -18,12 +18,12 @@ import pytest
 from pipeline_support import (
     Worker,
     diff_against,
-    group_lag,
     latest_by_unit,
     produce_lines,
     produce_ticks,
     read_all,
     run,
+    wait_caught_up,
     wait_until,
 )
 
@@ -196,9 +196,7 @@ def test_state_moves_and_restarts_through_bulk_recovery(example_settings, tmp_pa
     parts = [lines[i * len(lines) // 4:(i + 1) * len(lines) // 4] for i in range(4)]
 
     def caught_up(worker: Worker) -> None:
-        wait_until(lambda: [f"lag {n}"] if (n := run(group_lag(
-            s.kafka_bootstrap, s.app_id, s.events_topic))) else [], 90, "caught up",
-            worker.log_tail)
+        wait_caught_up(s, worker)
 
     a = Worker(s, tmp_path / "a.log", log_level="info")
     b = Worker(s, tmp_path / "b.log", log_level="info")
