@@ -12,18 +12,15 @@ of the contributions per window are kept, so that
 * moving T re-evaluates only the records whose breakpoint has passed (a heap of breakpoints);
 * reading the counts of a window costs O(indicators), not O(dossiers).
 
-The result equals ``count(state, window, t)`` exactly (values and items; a property test checks
-it on random event sequences with advancing T). Pure: no faust, no wall clock.
+``scoring.running.UnitCounts`` keeps these sums; the result equals ``count(state, window, t)``
+exactly (values and items; a property test checks it on random event sequences with advancing
+T). Pure: no faust, no wall clock.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import Counter
-from collections.abc import Iterable
-
 from scoring import facts
-from scoring.facts import Dossier, Petition, Publication, UnitState
+from scoring.facts import Dossier, Petition, Publication
 from scoring.indicators import NEVER, Counts, dossier_due, latest_rating
 from scoring.timeutil import Window
 
@@ -66,7 +63,7 @@ _BIT_INDEX = {1 << i: i for i in range(N_BITS)}
 # A record's entry: (mask, procedure_id, anchor, breakpoint). ``anchor`` is the instant that
 # places the record in a window (received, or published); mask 0 means it counts nowhere.
 Entry = tuple[int, str, int, int]
-_NOTHING: Entry = (0, "", 0, NEVER)
+NOTHING: Entry = (0, "", 0, NEVER)
 
 
 def _later(ts: int | None, t: int, best: int) -> int:
@@ -105,7 +102,7 @@ def dossier_entry(d: Dossier, t: int) -> Entry:
     """What one dossier adds to the counts at T, and when that can next change by itself."""
     received = d.received_ts
     if received is None:
-        return _NOTHING  # held facts: nothing counts until received arrives (a new event)
+        return NOTHING  # held facts: nothing counts until received arrives (a new event)
     completed = d.completed_ts
     # facts dated after T: each is a breakpoint (never the case live, where T is the watermark)
     nxt = received if received > t else NEVER
@@ -152,7 +149,7 @@ def dossier_entry(d: Dossier, t: int) -> Entry:
 def petition_entry(p: Petition, t: int) -> Entry:
     r = p.received
     if r is None:
-        return _NOTHING
+        return NOTHING
     nxt = _later(r[0], t, NEVER)
     nxt = _later(p.resolved, t, nxt)
     if p.ratings:
@@ -246,128 +243,3 @@ class WindowSums:
             "dossier_satisfaction": (n(D_SATISFIED), n_d),
         }
         return Counts(values, n_d + n_pet + n_pub, next_change)
-
-
-RecordKey = tuple[str, str]  # ("d", dossier_id) | ("p", petition_id) | ("pub", event_id)
-
-
-class UnitCounts:
-    """The running counts of one unit's ``UnitState`` at time T, for any number of windows.
-
-    The caller folds events into the state itself (``scoring.facts.apply_event``) and then
-    calls ``update(t, keys)`` with the record keys it touched; ``counts(window)`` equals
-    ``count(state, window, t)``. T may move forward or back (back costs a rebuild).
-    """
-
-    __slots__ = ("state", "t", "entries", "heap", "windows")
-
-    def __init__(self, state: UnitState, t: int):
-        self.state = state
-        self.t = t
-        self.entries: dict[RecordKey, Entry] = {}
-        self.heap: list[tuple[int, str, str]] = []  # (breakpoint, kind, id); stale ones skipped
-        self.windows: dict[str, WindowSums] = {}
-        self._build()
-
-    def _build(self) -> None:
-        t, entries, heap = self.t, self.entries, self.heap
-        entries.clear()
-        heap.clear()
-        self.windows = {name: WindowSums(sums.window) for name, sums in self.windows.items()}
-        for kind, records, entry_of in (
-            ("d", self.state.dossiers, dossier_entry),
-            ("p", self.state.petitions, petition_entry),
-            ("pub", self.state.publications, publication_entry),
-        ):
-            for ident, record in records.items():
-                e = entry_of(record, t)  # type: ignore[arg-type]
-                if not e[0] and e[3] == NEVER:
-                    continue
-                entries[(kind, ident)] = e
-                if e[3] != NEVER:
-                    heap.append((e[3], kind, ident))
-        heapq.heapify(heap)
-        for sums in self.windows.values():
-            self._fill(sums)
-
-    def _fill(self, sums: WindowSums) -> None:
-        lo, hi = sums.lo, sums.hi
-        # Records share few (mask, procedure) pairs: add each pair once, times its count
-        # (a unit's first counts after a rebuild went over a million records bit by bit).
-        pairs = Counter([(mask, proc) for mask, proc, anchor, _ in self.entries.values()
-                         if mask and lo <= anchor < hi])
-        for (mask, proc), n in pairs.items():
-            sums.add(mask, proc, n)
-
-    def _entry(self, kind: str, ident: str) -> Entry:
-        if kind == "d":
-            d = self.state.dossiers.get(ident)
-            return _NOTHING if d is None else dossier_entry(d, self.t)
-        if kind == "p":
-            p = self.state.petitions.get(ident)
-            return _NOTHING if p is None else petition_entry(p, self.t)
-        b = self.state.publications.get(ident)
-        return _NOTHING if b is None else publication_entry(b, self.t)
-
-    def _refresh(self, key: RecordKey) -> bool:
-        """Re-evaluate one record at T; True if its contribution changed."""
-        old = self.entries.get(key, _NOTHING)
-        new = self._entry(*key)
-        if new[3] != old[3] and new[3] != NEVER:
-            heapq.heappush(self.heap, (new[3], key[0], key[1]))
-        if not new[0] and new[3] == NEVER:
-            self.entries.pop(key, None)  # counts nowhere, and never will by itself
-        else:
-            self.entries[key] = new
-        if new[0] == old[0] and (not new[0] or new[1:3] == old[1:3]):
-            return False
-        for sums in self.windows.values():
-            if old[0] and sums.lo <= old[2] < sums.hi:
-                sums.add(old[0], old[1], -1)
-            if new[0] and sums.lo <= new[2] < sums.hi:
-                sums.add(new[0], new[1], 1)
-        return True
-
-    def update(self, t: int, keys: Iterable[RecordKey] = ()) -> bool:
-        """Move to time ``t`` and re-evaluate the records in ``keys`` (whose facts changed)
-        and those whose breakpoint is at or before ``t``. True if any contribution changed."""
-        if t < self.t:
-            self.t = t
-            self._build()
-            return True
-        self.t = t
-        changed = False
-        for key in keys:
-            changed |= self._refresh(key)
-        heap, entries = self.heap, self.entries
-        while heap and heap[0][0] <= t:
-            at, kind, ident = heapq.heappop(heap)
-            e = entries.get((kind, ident))
-            if e is not None and e[3] == at:  # else stale: re-scheduled or gone since
-                changed |= self._refresh((kind, ident))
-        return changed
-
-    def counts(self, window: Window) -> Counts:
-        """``count(state, window, t)`` (values and items); ``next_change_us`` is the unit's
-        earliest breakpoint after T."""
-        sums = self.windows.get(window.name)
-        if sums is None:
-            sums = self.windows[window.name] = WindowSums(window)
-            self._fill(sums)
-        return sums.counts(self.next_change())
-
-    def next_change(self) -> int:
-        heap, entries = self.heap, self.entries
-        while heap:
-            at, kind, ident = heap[0]
-            e = entries.get((kind, ident))
-            if e is not None and e[3] == at:
-                return at
-            heapq.heappop(heap)
-        return NEVER
-
-    def keep_windows(self, names: Iterable[str]) -> None:
-        """Stop maintaining the sums of windows not in ``names`` (e.g. last month's)."""
-        keep = set(names)
-        for name in [n for n in self.windows if n not in keep]:
-            del self.windows[name]

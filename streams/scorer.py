@@ -8,10 +8,17 @@ facts (``scoring.facts``), and the partition's watermark and input offset. The i
 Event time is the partition's watermark: the largest ``occurred_at`` seen there, ticks
 included. Scores are computed by ``scoring`` at that watermark, never at wall time.
 
-Each unit's counts are kept running (``scoring.incremental.UnitCounts``): ``process`` notes
+Each unit's counts are kept running (``scoring.running.UnitCounts``): ``process`` notes
 which fact records an event touched, and ``flush`` re-evaluates only those and the records whose
 due time event time has passed, so a flush costs O(changed records), not O(all dossiers); the
 points (exact fractions) are computed only for units whose counts changed.
+
+Settled dossiers (``scoring.running``: completed, withdrawn, overdue... whose contribution no
+longer changes by time alone) leave the in-memory state at the flush; their facts stay in the
+store (on disk with ``BANDO_STORE=rocksdb``), and an event for one reads them back first. So
+a worker's memory follows the dossiers still in play, not the year behind them.
+``keep_settled=True`` keeps every dossier in memory (the behaviour before; a benchmark's
+baseline).
 """
 
 from __future__ import annotations
@@ -27,9 +34,9 @@ from scoring.dedup import CONFLICT, NEW, classify
 from scoring.engine import score_state
 from scoring.events import Event
 from scoring.facts import Dossier, Petition, Publication, UnitState, apply_event
-from scoring.incremental import RecordKey, UnitCounts
 from scoring.model import Model
 from scoring.points import largest_losses
+from scoring.running import RecordKey, UnitCounts
 from scoring.timeutil import Window, format_ts, window_of
 
 log = logging.getLogger(__name__)
@@ -82,13 +89,19 @@ def _fact_value(state: UnitState, kind: str, ident: str) -> Any:
     return [pub.ts, pub.announced_on_time, pub.publicized_on_time, pub.complete]
 
 
-def _load_fact(state: UnitState, kind: str, ident: str, value: Any) -> None:
+def _record(kind: str, value: Any) -> Dossier | Petition | Publication:
     if kind == "d":
-        state.dossiers[ident] = Dossier.from_dict(value)
-    elif kind == "p":
-        state.petitions[ident] = Petition.from_dict(value)
-    else:
-        state.publications[ident] = Publication(value[0], value[1], value[2], value[3])
+        return Dossier.from_dict(value)
+    if kind == "p":
+        return Petition.from_dict(value)
+    return Publication(value[0], value[1], value[2], value[3])
+
+
+def _load_fact(state: UnitState, kind: str, ident: str, value: Any) -> None:
+    getattr(state, _TABLES[kind])[ident] = _record(kind, value)
+
+
+_TABLES = {"d": "dossiers", "p": "petitions", "pub": "publications"}
 
 
 class ScorerCore:
@@ -101,6 +114,7 @@ class ScorerCore:
         max_bytes: int = 64 * 1024,
         max_skew_us: int = 300_000_000,
         now_us: Callable[[], int] | None = None,
+        keep_settled: bool = False,
     ):
         self.catalog = catalog
         self.model = model
@@ -118,6 +132,8 @@ class ScorerCore:
         self._last_risk: dict[tuple[str, str], tuple[bool, tuple[str, ...]]] = {}
         self._open_index: dict[str, Any] = {}  # unit -> alerts.at_risk.OpenDossierIndex
         self._pending_ts: dict[str, int] = {}  # unit -> oldest unscored event arrival (ms)
+        # the running counts settle dossiers in the model's time zone (its windows')
+        self._settle_tz = None if keep_settled else model.timezone
 
     # --- input ------------------------------------------------------------------------------
 
@@ -136,6 +152,8 @@ class ScorerCore:
         if prefetch is not None:
             # a disk store reads the batch's ids in one call per database (``Prefetching``)
             prefetch("seen", [e.event_id for e in checked if not isinstance(e, EventRejected)])
+            if self._settle_tz is not None:
+                prefetch("facts", self._absent_dossiers(checked))
         for msg, event in zip(batch, checked, strict=True):
             p = msg.partition
             if msg.offset > self.offset.get(p, -1):
@@ -170,6 +188,10 @@ class ScorerCore:
             state = self.states.get(unit_id)
             if state is None:
                 state = self.states[unit_id] = UnitState()
+            if self._settle_tz is not None and event.type.startswith("dossier."):
+                ident = event.body["dossier_id"]
+                if ident not in state.dossiers:
+                    self._bring_back(unit_id, state, ident)
             key = apply_event(state, event)
             if key is not None:
                 touched[(unit_id, key[0], key[1])] = p
@@ -188,6 +210,30 @@ class ScorerCore:
             self.store.put("clock", p, str(p),
                            {"wm": self.watermark.get(p), "offset": self.offset.get(p)})
         return out
+
+    def _absent_dossiers(self, checked: list[Event | EventRejected]) -> list[str]:
+        """The facts keys of the batch's dossiers that are not in memory (settled or new)."""
+        keys = []
+        for e in checked:
+            if isinstance(e, EventRejected) or not e.type.startswith("dossier."):
+                continue
+            state = self.states.get(e.unit_id or "")
+            ident = e.body["dossier_id"]
+            if state is None or ident not in state.dossiers:
+                keys.append(SEP.join((e.unit_id or "", "d", ident)))
+        return keys
+
+    def _bring_back(self, unit_id: str, state: UnitState, ident: str) -> None:
+        """A dossier that is not in memory: new, or settled (its facts in the store)."""
+        value = self.store.get("facts", SEP.join((unit_id, "d", ident)))
+        if value is None:
+            return
+        d = Dossier.from_dict(value)
+        running = self.running.get(unit_id)
+        if running is not None and running.state is state:
+            running.unsettle(ident, d)
+        else:  # nothing of this unit has settled (no running counts)
+            state.dossiers[ident] = d
 
     # --- recovery ---------------------------------------------------------------------------
 
@@ -215,20 +261,30 @@ class ScorerCore:
         for unit_id, p in self.store.items("units"):
             if p in partitions:
                 self.unit_partition[unit_id] = p
+        # Running counts from the facts, one record at a time (settled dossiers are counted
+        # and dropped as they come); _last_counts is empty, so everything is re-scored once:
+        # what was published before a crash may be behind.
         for key, value in self.store.items("facts"):
             unit_id, kind, ident = key.split(SEP, 2)
-            if unit_id not in self.unit_partition:
+            part = self.unit_partition.get(unit_id)
+            if part is None:
                 continue
-            state = self.states.get(unit_id)
-            if state is None:
-                state = self.states[unit_id] = UnitState()
-            _load_fact(state, kind, ident, value)
-        # Running counts from the facts; _last_counts is empty, so everything is re-scored
-        # once: what was published before a crash may be behind.
+            running = self.running.get(unit_id)
+            if running is None:
+                state = self.states.get(unit_id)
+                if state is None:
+                    state = self.states[unit_id] = UnitState()
+                t = self.watermark.get(part)
+                if t is None:
+                    _load_fact(state, kind, ident, value)
+                    continue
+                running = self.running[unit_id] = UnitCounts(state, t, self._settle_tz)
+            running.admit(kind, ident, _record(kind, value))
         for unit_id, p in self.unit_partition.items():
             t = self.watermark.get(p)
-            if t is not None:
-                self.running[unit_id] = UnitCounts(self.states.setdefault(unit_id, UnitState()), t)
+            if t is not None and unit_id not in self.running:
+                self.running[unit_id] = UnitCounts(self.states.setdefault(unit_id, UnitState()),
+                                                   t, self._settle_tz)
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))
 
     # --- early warning ----------------------------------------------------------------------
@@ -303,7 +359,7 @@ class ScorerCore:
                 state = self.states[unit_id] = UnitState()
             running = self.running.get(unit_id)
             if running is None or running.state is not state:
-                running = self.running[unit_id] = UnitCounts(state, t)
+                running = self.running[unit_id] = UnitCounts(state, t, self._settle_tz)
             else:
                 running.update(t, touched.get(unit_id, ()))
             running.keep_windows([w.name for w in windows])

@@ -1,4 +1,4 @@
-"""``scoring.incremental.UnitCounts`` equals the reference ``scoring.indicators.count`` on random
+"""``scoring.running.UnitCounts`` equals the reference ``scoring.indicators.count`` on random
 event sequences, folded in random order while T moves (mostly forward, sometimes back), with
 facts on both sides of T, for several windows at once."""
 
@@ -7,14 +7,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import Validator
 from scoring.catalog import Catalog
-from scoring.facts import UnitState, apply_event
-from scoring.incremental import UnitCounts
+from scoring.facts import Dossier, UnitState, apply_event
 from scoring.indicators import NEVER, count
+from scoring.running import UnitCounts
+from scoring.timeutil import DEFAULT_TZ as TZ
 from scoring.timeutil import parse_window
 
 CATALOG = Catalog.from_list([{"unit_id": "u", "name": "U", "peer_group": "g"}])
@@ -184,3 +186,107 @@ def test_only_the_windows_asked_for_are_kept() -> None:
     assert inc.counts(year).values["on_time"] == (0, 1)
     assert inc.counts(april).values == count(state, april, us(111)).values
     assert not inc.update(us(500))  # nothing left to change by itself
+
+
+class Settling:
+    """A live worker's use of settling: the facts of every record in a store (as the scorer's
+    facts table holds them), dossiers brought back from it before an event changes them."""
+
+    def __init__(self, t: int):
+        self.state = UnitState()
+        self.store: dict[tuple[str, str], dict[str, Any]] = {}
+        self.inc = UnitCounts(self.state, t, settle_tz=TZ)
+
+    def fold(self, event: Any) -> tuple[str, str]:
+        ident = event.body.get("dossier_id")
+        if ident is not None and ident not in self.state.dossiers and ("d", ident) in self.store:
+            self.inc.unsettle(ident, Dossier.from_dict(self.store[("d", ident)]))
+        key = apply_event(self.state, event)
+        assert key is not None
+        if key[0] == "d":
+            self.store[key] = self.state.dossiers[key[1]].to_dict()
+        return key
+
+    def rebuilt(self, t: int) -> UnitCounts:
+        """What a restarted worker builds: every record read back from the store."""
+        inc = UnitCounts(UnitState(), t, settle_tz=TZ)
+        for (kind, ident), value in self.store.items():
+            inc.admit(kind, ident, Dossier.from_dict(value))
+        for ident, p in self.state.petitions.items():
+            inc.admit("p", ident, p)
+        for ident, b in self.state.publications.items():
+            inc.admit("pub", ident, b)
+        return inc
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(scenarios())
+def test_settled_counts_equal_count(case: tuple[list[dict[str, Any]], list[tuple[int, int]]]
+                                    ) -> None:
+    """Settling changes no count: dossiers that leave the state and come back agree with the
+    reference on the whole state, as does a rebuild from the store; T only moves forward."""
+    bodies, steps = case
+    events = [VALIDATOR.check(b) for b in bodies]
+    full = UnitState()  # every fact, for the reference
+    live: Settling | None = None
+    i, t_prev = 0, -(2**62)
+    for n, t in steps:
+        t = t_prev = max(t, t_prev)
+        if live is None:
+            live = Settling(t)
+        touched = []
+        for event in events[i:i + n]:
+            apply_event(full, event)
+            touched.append(live.fold(event))
+        i += n
+        live.inc.update(t, touched)
+        check(full, live.inc, t)
+        live.inc.keep_windows([])  # and sums made afresh from the entries and the tallies
+        check(full, live.inc, t)
+        # what left the state counts nowhere or the same at every later T
+        assert set(live.state.dossiers) <= set(full.dossiers)
+        check(full, live.rebuilt(t), t)
+    assert i == len(events)
+
+
+def test_settled_dossiers_leave_the_state_and_come_back() -> None:
+    def ev(n: int, kind: str, hours: int, **more: Any) -> Any:
+        body = {"event_id": f"e{n}", "type": f"dossier.{kind}", "unit_id": "u",
+                "dossier_id": "d1", "occurred_at": stamp(hours), **more}
+        return VALIDATOR.check(body)
+
+    received = ev(1, "received", 100, due_at=stamp(110), procedure_id="x", channel="online",
+                  online_eligible=True, full_online=True, fee_required=False,
+                  reused_data=False, pds_linked=False, population_db=False)
+    live = Settling(us(100))
+    april = parse_window("month:2024-04")
+    live.inc.update(us(100), [live.fold(received)])
+    assert "d1" in live.state.dossiers  # open, due at 110: in play
+    live.inc.update(us(105), [live.fold(ev(2, "completed", 105, e_result=True))])
+    assert "d1" not in live.state.dossiers  # completed: its contribution is fixed
+    assert live.inc.settled and not live.inc.entries
+    assert live.inc.counts(april).values["e_result"] == (1, 1)
+    live.inc.update(us(106), [live.fold(ev(3, "rated", 106, rating="dissatisfied"))])
+    assert "d1" not in live.state.dossiers  # back for the rating, and settled again
+    assert live.inc.counts(april).values["dossier_satisfaction"] == (0, 1)
+    with pytest.raises(ValueError, match="back in time"):
+        live.inc.update(us(50))
+
+
+@pytest.mark.parametrize("tz", ["Asia/Ho_Chi_Minh", "Asia/Kathmandu", "America/St_Johns",
+                                "Australia/Lord_Howe"])
+def test_month_of_an_instant_is_the_calendars(tz: str) -> None:
+    """The slot cache of ``scoring.running`` answers as the calendar, right at month edges
+    (also in 1905, when Saigon's offset was +07:06:40, and across DST changes)."""
+    from scoring.running import UnitCounts, _month_start
+    from scoring.timeutil import window_of
+
+    inc = UnitCounts(UnitState(), 0, settle_tz=tz)
+    for year, month in ((1905, 3), (2024, 4), (2024, 10), (2025, 1)):
+        edge = parse_window(f"month:{year}-{month:02d}", tz).start_us
+        near = (edge - 1, edge, edge + 1, edge - 450_000_000, edge + 899_999_999)
+        want = [window_of("month", us_, tz).start_us for us_ in near]
+        assert [_month_start(us_, tz) for us_ in near] == want
+        assert [inc._month_of(us_) for us_ in near] == want  # from the cache where it may be
+        assert [inc._month_of(us_) for us_ in reversed(near)] == want[::-1]
