@@ -59,6 +59,9 @@ class Settings:
     # path is under <data_dir>/faust-<app_id>/v1); one worker per directory
     store: str = "memory"
     store_dir: str = ""
+    # keep every dossier's facts in memory, settled ones too (streams.scorer); the default
+    # drops them and reads them back from the store when an event comes for one
+    keep_settled: bool = False
     web_host: str = "127.0.0.1"
     web_port: int = 0  # 0: faust's web server is not started
     metrics_host: str = "127.0.0.1"

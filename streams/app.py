@@ -187,7 +187,7 @@ def create_app(
     scorer = ScorerCore(catalog, model, scorer_store, topic=settings.events_topic,
                         max_bytes=settings.max_message_bytes,
                         max_skew_us=int(settings.max_clock_skew_seconds * 1_000_000),
-                        now_us=now_us)
+                        now_us=now_us, keep_settled=settings.keep_settled)
     ready = {"scorer": False}
     app.bando_scorer = scorer  # type: ignore[attr-defined]
 

@@ -213,14 +213,18 @@ class DiskStore:
         self._overlay[table][key] = entry
         self.pending[(table, key)] = entry  # the last write of a batch wins
 
-    def items(self, table: str) -> list[tuple[str, Any]]:
+    def items(self, table: str) -> Iterator[tuple[str, Any]]:
+        """Every record of the active partitions, one at a time (a rebuild reads a table larger
+        than memory this way); what is in the overlay wins over the database."""
         loads = orjson.loads
-        out = {loads(k): loads(v) for k, v in self._store(table).raw_items()}
         actives = {tp.partition for tp in self.app_actives(table)}
-        for key, (partition, value) in self._overlay[table].items():
-            if partition in actives:
-                out[key] = value
-        return list(out.items())
+        overlay = {key: value for key, (partition, value) in self._overlay[table].items()
+                   if partition in actives}
+        for k, v in self._store(table).raw_items():
+            key = loads(k)
+            if key not in overlay:
+                yield key, loads(v)
+        yield from overlay.items()
 
     def app_actives(self, table: str) -> set[TP]:
         t = self.tables[table]
