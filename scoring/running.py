@@ -36,6 +36,12 @@ from scoring.timeutil import Window, WindowError, window_of
 _SLOT = 900_000_000
 _MONTHS: dict[str, dict[int, int]] = {}  # time zone -> slot -> month start
 
+# A record re-scheduled or settled leaves its old heap entry behind (heapq cannot delete); on a
+# year of history those stale entries outnumbered the live ones 50 to 1 and were half the
+# scorer's memory. Rebuilding once they pass twice the live count keeps the cost amortised
+# O(1) per push; the slack spares small units from rebuilding often.
+HEAP_SLACK = 4096
+
 
 def _month_start(us: int, tz: str) -> int | None:
     try:
@@ -241,6 +247,9 @@ class UnitCounts:
             e = entries.get((kind, ident))
             if e is not None and e[3] == at:  # else stale: re-scheduled or gone since
                 changed |= self._refresh((kind, ident))
+        if len(heap) > 2 * len(entries) + HEAP_SLACK:
+            heap[:] = [(e[3], k, i) for (k, i), e in entries.items() if e[3] != NEVER]
+            heapq.heapify(heap)
         return changed
 
     def counts(self, window: Window) -> Counts:
