@@ -114,12 +114,13 @@ def worker_env(s: Settings) -> dict[str, str]:
     return env
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process now (``/proc``), in MB (0 if it is gone)."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process now (``/proc``), in MB (0 if it is gone); ``VmHWM``: its
+    peak so far."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass

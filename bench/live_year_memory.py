@@ -55,6 +55,7 @@ from memory_per_dossier import (
     simulate,
 )
 from recovery import disk_mb
+from report import emit
 
 from bando.infra import KafkaBroker, ensure_project_topics
 from bando.infra.ports import log_tail
@@ -94,18 +95,6 @@ def chunks(path: Path, counts: dict[str, int], size: int = 100_000) -> Iterator[
     if chunk:
         yield chunk
     counts.update(dossiers=len(dossiers), open=len(dossiers - closed))
-
-
-def vm_hwm_mb(pid: int) -> float:
-    """Peak resident memory of a process so far (``/proc``), in MB (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -166,7 +155,7 @@ def idle_rss(args: argparse.Namespace, base: Settings, store: str, bootstrap: st
     try:
         caught_up(proc, bootstrap, s, log, 300)
         time.sleep(args.settle)
-        return {"rss_mb": rss_mb(proc.pid), "hwm_mb": vm_hwm_mb(proc.pid)}
+        return {"rss_mb": rss_mb(proc.pid), "hwm_mb": rss_mb(proc.pid, "VmHWM")}
     finally:
         stop(proc)
         shutil.rmtree(s.data_dir, ignore_errors=True)
@@ -184,7 +173,7 @@ def run(args: argparse.Namespace, base: Settings, store: str, mode: str, bootstr
     try:
         times = caught_up(proc, bootstrap, s, log, args.timeout)
         time.sleep(args.settle)  # the last acknowledged writes reach the local store
-        rss, hwm = rss_mb(proc.pid), vm_hwm_mb(proc.pid)
+        rss, hwm = rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
         if proc.poll() is not None:
             raise SystemExit(f"worker {name} exited; log tail:\n{log_tail(log)}")
         disk = disk_mb(s)
@@ -289,10 +278,7 @@ def main() -> int:
                "dossiers": counts["dossiers"], "open_dossiers": counts["open"],
                "produce_s": produce_s, "settle_s": args.settle, "idle": idles, "runs": results,
                "hcmc_year_dossiers": HCMC_YEAR_DOSSIERS, "goal_bytes_per_dossier": 200}
-    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    emit(summary, args.json)
     return 0
 
 

@@ -40,6 +40,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import emit  # noqa: E402
+
 from bando.simulator import generate_timed, read_catalog  # noqa: E402
 from schemas import EventRejected, Validator  # noqa: E402
 from scoring.catalog import load_catalog  # noqa: E402
@@ -288,10 +290,7 @@ def main() -> int:
     print("  facts by component (sys.getsizeof), bytes per dossier:")
     for part, per in out["facts_breakdown"].items():
         print(f"    {part:32} {per:>7.1f}")
-    text = orjson.dumps(out, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    emit(out, args.json)
     return 0
 
 

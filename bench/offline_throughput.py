@@ -38,6 +38,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import emit  # noqa: E402
+
 from bando.batch import load, score_report  # noqa: E402
 from scoring.catalog import load_catalog  # noqa: E402
 from scoring.model import load_model  # noqa: E402
@@ -196,10 +198,7 @@ def main() -> int:
         rows = run_file(path, args.repeat, cli=not args.no_cli and i == 0)
         print_rows(rows)
         summary.append(rows)
-    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    emit(summary, args.json)
     return 0
 
 
