@@ -51,6 +51,17 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 TABLE_ROWS = Gauge("bando_table_rows", "Rows (keys) in a worker's state table.", ["table"])
+DOSSIERS_IN_MEMORY = Gauge(
+    "bando_dossiers_in_memory",
+    "Dossiers whose facts the scorer holds in memory: those still in play (settled ones stay in "
+    "the store only, unless BANDO_KEEP_SETTLED=1).",
+)
+STORE_MEMORY_BYTES = Gauge(
+    "bando_store_memory_bytes",
+    "RocksDB memory of a worker (BANDO_STORE=rocksdb): block_cache and memtables (bounded), "
+    "table_readers (index and filter blocks of the files, grow with the data).",
+    ["part"],
+)
 UNIT_SCORE = Gauge(
     "bando_unit_score",
     "Latest published total of a unit, for the newest window of each kind.",

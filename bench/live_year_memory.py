@@ -58,7 +58,7 @@ from recovery import disk_mb
 from report import emit
 
 from bando.infra import KafkaBroker, ensure_project_topics
-from bando.infra.ports import log_tail
+from bando.infra.ports import free_port, log_tail
 from bando.settings import Settings
 
 CLOSING = ("dossier.completed", "dossier.withdrawn")
@@ -106,6 +106,24 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(30)
+
+
+def worker_gauges(port: int) -> dict[str, Any]:
+    """What the worker says of its memory on /metrics: RocksDB's parts (MB) and the dossiers
+    its scorer holds."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, Any] = {"store_memory_mb": {}, "dossiers_in_memory": None}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bando_store_memory_bytes":
+                out["store_memory_mb"][sample.labels["part"]] = sample.value / 2**20
+            elif sample.name == "bando_dossiers_in_memory":
+                out["dossiers_in_memory"] = int(sample.value)
+    return out
 
 
 def start_worker(s: Settings, keep: bool, log: Path, log_level: str) -> subprocess.Popen[bytes]:
@@ -166,7 +184,8 @@ def run(args: argparse.Namespace, base: Settings, store: str, mode: str, bootstr
     """One fresh worker over the year; its catch-up time and memory then."""
     name = f"{store}-{mode}"
     s = base.with_(app_id=f"{base.app_id}-{name}", store=store,
-                   scores_topic=f"{base.scores_topic}-{name}", data_dir=str(tmp / f"data-{name}"))
+                   scores_topic=f"{base.scores_topic}-{name}", data_dir=str(tmp / f"data-{name}"),
+                   metrics_port=free_port())
     ensure_project_topics(bootstrap, s)
     log = tmp / f"{name}.log"
     proc = start_worker(s, mode == "keep", log, args.log_level)
@@ -176,6 +195,7 @@ def run(args: argparse.Namespace, base: Settings, store: str, mode: str, bootstr
         rss, hwm = rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
         if proc.poll() is not None:
             raise SystemExit(f"worker {name} exited; log tail:\n{log_tail(log)}")
+        gauges = worker_gauges(s.metrics_port)
         disk = disk_mb(s)
     finally:
         stop(proc)
@@ -192,8 +212,12 @@ def run(args: argparse.Namespace, base: Settings, store: str, mode: str, bootstr
         "bytes_per_dossier": per, "hwm_bytes_per_dossier": (hwm - idle["rss_mb"]) * 2**20
         / dossiers, "hcmc_year_gb": per * HCMC_YEAR_DOSSIERS / 1e9, "store_disk_mb": disk,
         "store_disk_bytes_per_dossier": disk * 2**20 / dossiers,
-        "load_average": os.getloadavg()[0],
+        "load_average": os.getloadavg()[0], **gauges,
     }
+
+
+def parts(mb: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:,.1f}" for k, v in mb.items()) or "-"
 
 
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -254,7 +278,8 @@ def main() -> int:
                 print(f"run:   store {store}, mode {mode}: caught up in {r['catch_up_s']:.0f}s, "
                       f"RSS {r['rss_mb']:,.0f} MB (peak {r['hwm_mb']:,.0f}), "
                       f"{r['bytes_per_dossier']:,.0f} bytes per dossier (load "
-                      f"{r['load_average']:.1f})")
+                      f"{r['load_average']:.1f}); {r['dossiers_in_memory']} dossiers in "
+                      f"memory; RocksDB MB: {parts(r['store_memory_mb'])}")
     except KeyboardInterrupt:
         print("interrupted: stopping the workers and the broker", file=sys.stderr)
         return 130

@@ -41,7 +41,7 @@ from scoring.catalog import Catalog, load_catalog
 from scoring.model import Model, load_model
 from streams.batch_consumer import BatchTransport
 from streams.bulkstore import BulkTableManager, bulk_table
-from streams.diskstore import DiskStore
+from streams.diskstore import BulkRocksStore, DiskStore, memory_usage
 from streams.dlq import dlq_record
 from streams.rank_service import RankerService, internal_topic
 from streams.scorer import Message, ScorerCore
@@ -275,6 +275,11 @@ def create_app(
         await metrics.update_consumer_lag(app.consumer)
         for name, table in tables.items():
             metrics.TABLE_ROWS.labels(table=name).set(len(table.data))
+        metrics.DOSSIERS_IN_MEMORY.set(scorer.dossiers_in_memory())
+        disk = [t.data for t in tables.values() if isinstance(t.data, BulkRocksStore)]
+        if disk:
+            for part, n in memory_usage(disk).items():
+                metrics.STORE_MEMORY_BYTES.labels(part=part).set(n)
 
     if settings.at_risk_interval_seconds > 0:
         @app.timer(interval=settings.at_risk_interval_seconds)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,18 @@ def lock_store_dir(path: Path) -> int:
         raise SystemExit(f"another worker uses the store directory {path}: give each worker "
                          "on this machine its own BANDO_DATA_DIR (or BANDO_STORE_DIR)") from None
     return fd
+
+
+def memory_usage(stores: Iterable[BulkRocksStore]) -> dict[str, int]:
+    """RocksDB's memory in this process, in bytes: the shared block cache and memtables (bounded
+    above) and the index and filter blocks of the open files, which grow with the data (for
+    /metrics: the part of a worker's memory that a Python heap profile does not see)."""
+    cache, memtables = _shared.get("cache"), _shared.get("memtables")
+    readers = sum(db.property_int_value("rocksdb.estimate-table-readers-mem") or 0
+                  for store in stores for db in store.open_dbs())
+    return {"block_cache": cache.get_usage() if cache is not None else 0,
+            "memtables": memtables.get_usage() if memtables is not None else 0,
+            "table_readers": readers}
 
 
 class DiskOptions(rocksdb.RocksDBOptions):

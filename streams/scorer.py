@@ -211,6 +211,9 @@ class ScorerCore:
                            {"wm": self.watermark.get(p), "offset": self.offset.get(p)})
         return out
 
+    def dossiers_in_memory(self) -> int:
+        return sum(len(state.dossiers) for state in self.states.values())
+
     def _absent_dossiers(self, checked: list[Event | EventRejected]) -> list[str]:
         """The facts keys of the batch's dossiers that are not in memory (settled or new)."""
         keys = []

@@ -15,6 +15,8 @@ REQUIRED = {  # name in Python -> (exposed family name, type, label names)
     "EVENT_TO_SCORE_SECONDS": ("bando_event_to_score_seconds", "histogram", ()),
     "CONSUMER_LAG": ("bando_consumer_lag", "gauge", ("topic", "partition")),
     "TABLE_ROWS": ("bando_table_rows", "gauge", ("table",)),
+    "DOSSIERS_IN_MEMORY": ("bando_dossiers_in_memory", "gauge", ()),
+    "STORE_MEMORY_BYTES": ("bando_store_memory_bytes", "gauge", ("part",)),
     "UNIT_SCORE": ("bando_unit_score", "gauge", ("unit_id", "window_kind")),
     "UNIT_BAND": ("bando_unit_band", "gauge", ("unit_id", "window_kind")),
     "SCORES_PUBLISHED": ("bando_scores_published", "counter", ()),

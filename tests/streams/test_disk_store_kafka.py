@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline_support import (
@@ -21,12 +23,29 @@ from pipeline_support import (
     wait_caught_up,
     wait_until,
 )
-from test_pipeline_kafka import SHARED, check_equal, example_lines, final_time, truth
+from test_pipeline_kafka import (
+    SHARED,
+    check_equal,
+    example_lines,
+    final_time,
+    truth,
+    worker_metrics,
+)
 
 from bando.infra import ensure_project_topics
+from bando.infra.ports import free_port
 from bando.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+
+def dossier_of(line: bytes | str) -> str | None:
+    try:
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    value = body.get("dossier_id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def loaded(worker: Worker) -> dict[str, int]:
@@ -54,7 +73,7 @@ def test_disk_store_restarts_from_local_state_and_rebuilds_when_deleted(
     live_settings: Settings, tmp_path: Path
 ) -> None:
     s = live_settings.with_(catalog_path=str(SHARED / "catalog.json"), partitions=4,
-                            coalesce_seconds=0.5, store="rocksdb")
+                            coalesce_seconds=0.5, store="rocksdb", metrics_port=free_port())
     ensure_project_topics(s.kafka_bootstrap, s)
     store_dir = Path(s.data_dir) / f"faust-{s.app_id}"
     lines = example_lines()
@@ -93,6 +112,8 @@ def test_disk_store_restarts_from_local_state_and_rebuilds_when_deleted(
         truths = [truth(SHARED / "events.jsonl", as_of, w) for w in ("month", "year")]
         wait_until(check_equal(s, truths), 120, "live != offline (rocksdb store)",
                    w3.log_tail)
+        time.sleep(6)  # one round of the 5 s table-size timer
+        m = worker_metrics(s.metrics_port)
     finally:
         for w in (w1, w2, w3):
             w.stop()
@@ -101,3 +122,11 @@ def test_disk_store_restarts_from_local_state_and_rebuilds_when_deleted(
     assert loaded(w2).get("seen", 0) < seen_at_kill // 10, loaded(w2)
     # w3 had no local store: every seen record was read again
     assert loaded(w3).get("seen", 0) >= seen_before_w3 * 9 // 10, (loaded(w3), seen_before_w3)
+    # /metrics: RocksDB's memory by part, and only the dossiers still in play held in memory
+    # (766 of the example's 890 dossiers are completed or withdrawn: they settle)
+    memory = {dict(k[1])["part"]: v for k, v in m.items() if k[0] == "bando_store_memory_bytes"}
+    assert set(memory) == {"block_cache", "memtables", "table_readers"}, m
+    assert memory["memtables"] > 0
+    dossiers = {d for line in lines if (d := dossier_of(line))}
+    assert len(dossiers) > 800
+    assert m[("bando_dossiers_in_memory", ())] < len(dossiers) // 2
