@@ -17,6 +17,8 @@ and ~90M events; state larger than memory goes to a disk store).
    back from the store when an event touches them). Catch-up: from its start until its group
    has committed the end of the topic. After ``--settle`` seconds its RSS; bytes per tracked
    dossier = (RSS - idle RSS) / dossiers in the year; extrapolated to HCMC's 18M.
+   Each run also reads the worker's /metrics: ``bando_dossiers_in_memory`` and, with rocksdb,
+   ``bando_store_memory_bytes`` (block cache, memtables, index and filter blocks).
 4. Prints a table and a JSON summary (``--json FILE``: also written there).
 
 RSS is the whole process: with the memory store it includes the ``seen`` table (every event

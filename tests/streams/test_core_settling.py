@@ -21,10 +21,6 @@ def example(example_dir: Any, model: Model) -> Example:
     return Example(example_dir, model)
 
 
-def in_memory(core: ScorerCore) -> int:
-    return sum(len(s.dossiers) for s in core.states.values())
-
-
 def steps(core: ScorerCore, example: Example, start: int, stop: int, chunk: int
           ) -> list[Any]:
     """Process ``messages[start:stop]`` in chunks; what each flush and warning said."""
@@ -46,7 +42,7 @@ def test_settling_says_what_keeping_says(example: Example, mem_store: Any, chunk
     half = n // 2
     assert steps(keep, example, 0, half, chunk) == steps(settle, example, 0, half, chunk)
     assert keep_store.tables["facts"] == settle_store.tables["facts"]
-    held, total = in_memory(settle), in_memory(keep)
+    held, total = settle.dossiers_in_memory(), keep.dossiers_in_memory()
     assert total > 100 and held < total // 2, (held, total)
 
     # a restart halfway: each rebuilds from its recovered tables and goes on
@@ -54,10 +50,10 @@ def test_settling_says_what_keeping_says(example: Example, mem_store: Any, chunk
     settle = ScorerCore(example.catalog, example.model, settle_store.recovered())
     keep.rebuild(ALL)
     settle.rebuild(ALL)
-    assert in_memory(settle) < in_memory(keep) // 2
+    assert settle.dossiers_in_memory() < keep.dossiers_in_memory() // 2
     assert steps(keep, example, half, n, chunk) == steps(settle, example, half, n, chunk)
     assert keep.store.tables["facts"] == settle.store.tables["facts"]  # type: ignore[attr-defined]
-    assert in_memory(settle) < in_memory(keep) // 2
+    assert settle.dossiers_in_memory() < keep.dossiers_in_memory() // 2
 
 
 def test_an_event_for_a_settled_dossier_reads_it_back(
@@ -75,7 +71,7 @@ def test_an_event_for_a_settled_dossier_reads_it_back(
         return real_get(table, key)
 
     store.get = counting_get  # type: ignore[method-assign]
-    assert in_memory(core) == 0  # the final tick: every dossier is closed or overdue
+    assert core.dossiers_in_memory() == 0  # the final tick: every dossier is closed or overdue
     unit, _, ident = next(k.split("\x1f") for k in store.tables["facts"] if "\x1fd\x1f" in k)
     state = core.states[unit]
     body = {"event_id": "late-rating", "type": "dossier.rated", "unit_id": unit,
