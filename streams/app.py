@@ -43,6 +43,7 @@ from streams.batch_consumer import BatchTransport
 from streams.bulkstore import BulkTableManager, bulk_table
 from streams.diskstore import BulkRocksStore, DiskStore, memory_usage
 from streams.dlq import dlq_record
+from streams.heap import trim_heap
 from streams.rank_service import RankerService, internal_topic
 from streams.scorer import Message, ScorerCore
 
@@ -268,6 +269,10 @@ def create_app(
             return
         for msg in scorer.flush():
             await _send(scored, msg["peer_group"], msg)
+
+    @app.timer(interval=30.0)
+    async def _trim_heap() -> None:
+        trim_heap()  # streams.heap: most of a long-running worker's RSS was free C heap
 
     @app.timer(interval=5.0)
     async def _observe() -> None:
