@@ -11,31 +11,20 @@ it on a timer, not per batch. Elsewhere (musl, macOS) it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
+import functools
 from typing import Any
 
-log = logging.getLogger(__name__)
 
-_trim: Any = None
-
-
-def _load() -> Any:
-    global _trim
-    if _trim is None:
-        try:
-            fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-            fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-            _trim = fn
-        except (OSError, AttributeError):
-            _trim = False
-    return _trim
+@functools.cache
+def _malloc_trim() -> Any:
+    # the process's own symbols: glibc's when it is the C library
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def trim_heap() -> bool:
     """Release the C heap's free pages to the OS; False where there is no ``malloc_trim``."""
-    fn = _load()
-    if not fn:
+    fn = _malloc_trim()
+    if fn is None:
         return False
     fn(0)
     return True
