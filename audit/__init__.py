@@ -7,10 +7,10 @@ no group id (assign + seek), and nothing is ever produced. Scores come from the 
 different code.
 
 Modules: ``sources`` (Kafka, archive, file and memory readers), ``ingest`` (the worker's
-admission rules and the fold into unit states), ``replay`` (timelines), ``counting`` (the
-core's counts kept fact by fact, for change timelines), ``verify`` (reproduce every published
-``unit-scores`` message), ``explain`` (breakdown, lost points, peers, gains), ``charts``
-(hand-written SVG), ``archive`` (daily compressed files); ``*_cli`` are the
+admission rules and the fold into unit states), ``replay`` (timelines), ``running`` (a unit's
+counts as a timeline moves: the live worker's ``scoring.running``), ``verify`` (reproduce
+every published ``unit-scores`` message), ``explain`` (breakdown, lost points, peers,
+gains), ``charts`` (hand-written SVG), ``archive`` (daily compressed files); ``*_cli`` are the
 ``bando replay|explain|archive`` commands. See docs/AUDIT.md.
 """
 

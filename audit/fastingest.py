@@ -17,7 +17,6 @@ order, so the counts and anomalies come out as the generic path makes them.
 from __future__ import annotations
 
 import gzip
-import itertools
 import os
 from collections import OrderedDict
 from functools import partial
@@ -34,31 +33,21 @@ from bando.fastload import MAX_TS, MIN_TS, FusedHistory
 from schemas import EventRejected
 from scoring.dedup import CONFLICT, NEW, FirstSeen
 from scoring.events import Event
-from scoring.facts import DOSSIER_FOLDS, Dossier, UnitState, apply_event
-
-_Instants = dict[tuple[str, str], list[int]]
+from scoring.facts import UnitState, apply_event
 
 
 class _Tables:
-    """One ingest's unit tables, for every catalog unit up front (those no event reached are
-    dropped at the end), the fused functions on them, and the reference steps for the rest.
-    ``dinst``: per unit, dossier id -> (Dossier, its instants), in the order the dossiers
-    came: the fused code finds a dossier and its instants in one lookup, and fills no other
-    table; the unit's ``dossiers`` and its dossiers' ``item_instants`` are made from it at
-    the end. ``items``: the other facts' instants (petitions, publications: the reference
-    fold), with ``marks``, how many dossiers the unit had when each came (``History``'s
-    ``item_instants`` interleaves all of them in the order they came)."""
+    """One ingest's unit states, for every catalog unit up front (those no event reached are
+    dropped at the end), the fused functions on their dossier tables, and the reference steps
+    for the rest."""
 
     def __init__(self, acceptor: Acceptor, table: FirstSeen):
         self.acceptor = acceptor
         self.unit_ids = list(acceptor.catalog.by_id)
         self.states = {u: UnitState() for u in self.unit_ids}
-        self.items: dict[str, _Instants] = {u: {} for u in self.unit_ids}
-        self.marks: dict[str, list[tuple[int, tuple[str, str]]]] = {
-            u: [] for u in self.unit_ids}
-        self.dinst: dict[str, dict[str, tuple[Dossier, list[int]]]] = {
-            u: {} for u in self.unit_ids}
-        self.fused = FusedHistory(self.dinst, table)
+        self.reached: set[str] = set()  # units an event reached through the reference steps
+        self.fused = FusedHistory({u: state.dossiers for u, state in self.states.items()},
+                                  table)
         self.records = self.new = self.duplicates = 0  # of the reference steps
         self.first_ts, self.last_ts = MAX_TS, MIN_TS
 
@@ -80,7 +69,9 @@ class _Tables:
         if status == NEW:
             self.new += 1
             self.first_ts, self.last_ts = min(self.first_ts, event.ts), max(self.last_ts, event.ts)
-            self._add(event)
+            if event.unit_id is not None:  # History.add, minus first/last
+                self.reached.add(event.unit_id)
+                apply_event(self.states[event.unit_id], event)
         elif status == CONFLICT:
             stats.rejected["conflicting_duplicate"] += 1
             if acceptor.dlq is not None:
@@ -88,35 +79,6 @@ class _Tables:
                               "the DLQ")
         else:
             self.duplicates += 1
-
-    def _add(self, ev: Event) -> None:
-        """``History.add`` (minus first/last), keeping dossiers in ``dinst`` too."""
-        unit_id = ev.unit_id
-        if unit_id is None:
-            return
-        fold = DOSSIER_FOLDS.get(ev.type)
-        if fold is None:  # petitions and publications: the reference fold
-            key = apply_event(self.states[unit_id], ev)
-            if key is None:
-                return
-            items = self.items[unit_id]
-            found = items.get(key)
-            if found is None:
-                found = items[key] = []
-                self.marks[unit_id].append((len(self.dinst[unit_id]), key))
-            instants = found
-        else:
-            ident = ev.body["dossier_id"]
-            pair = self.dinst[unit_id].get(ident)
-            if pair is None:
-                d, instants = Dossier(), []
-                self.dinst[unit_id][ident] = (d, instants)
-            else:
-                d, instants = pair
-            fold(d, ev.ts, ev.event_id, ev.body, ev.times)
-        instants.append(ev.ts)
-        for due in ev.times.values():  # due_at / new_due_at
-            instants.append(due + 1)
 
     def history(self) -> History:
         """The statistics into the acceptor's, and the history (units that got an event)."""
@@ -129,27 +91,8 @@ class _Tables:
         if accepted:
             history.first_ts = min(self.first_ts, fused.first_ts())
             history.last_ts = max(self.last_ts, fused.last_ts())
-        for u in self.unit_ids:
-            dinst, items = self.dinst[u], self.items[u]
-            if not dinst and not items:
-                continue
-            state = history.states[u] = self.states[u]
-            state.dossiers = {ident: pair[0] for ident, pair in dinst.items()}
-            if not items:
-                history.item_instants[u] = {("d", ident): pair[1] for ident, pair in dinst.items()}
-                continue
-            # the order they came: each other fact after the dossiers the unit had then
-            merged: _Instants = {}
-            dossiers = iter(dinst.items())
-            placed = 0
-            for before, key in self.marks[u]:
-                for ident, pair in itertools.islice(dossiers, before - placed):
-                    merged[("d", ident)] = pair[1]
-                placed = max(placed, before)
-                merged[key] = items[key]
-            for ident, pair in dossiers:
-                merged[("d", ident)] = pair[1]
-            history.item_instants[u] = merged
+        history.states = {u: state for u, state in self.states.items()
+                          if state.dossiers or u in self.reached}
         return history
 
 

@@ -145,13 +145,14 @@ def _where(rec: Record) -> str:
 
 
 class History:
-    """The whole history folded into unit states, plus, per fact (a dossier, a petition, a
-    publication), the instants where its contribution to a score may change: the times of its
-    events, and 1 us after each due time it carries (lateness starts then)."""
+    """The whole history folded into unit states, and its first and last event times.
+
+    Nothing per event is kept beyond the facts: where a fact's contribution to a score can
+    change follows from the fact itself (``scoring.incremental``'s breakpoints), which is how
+    a replay walks time (``audit.running``)."""
 
     def __init__(self) -> None:
         self.states: dict[str, UnitState] = {}
-        self.item_instants: dict[str, dict[tuple[str, str], list[int]]] = {}
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
@@ -167,21 +168,7 @@ class History:
         state = self.states.get(unit_id)
         if state is None:
             state = self.states[unit_id] = UnitState()
-            self.item_instants[unit_id] = {}
-        key = apply_event(state, ev)
-        if key is None:
-            return
-        items = self.item_instants[unit_id]
-        instants = items.get(key)
-        if instants is None:
-            instants = items[key] = []
-        instants.append(ts)
-        for due in ev.times.values():  # due_at / new_due_at
-            instants.append(due + 1)
-
-    def unit_instants(self, unit_id: str) -> list[int]:
-        """Sorted instants where the unit's score may change (its facts' instants)."""
-        return sorted({t for ts in self.item_instants.get(unit_id, {}).values() for t in ts})
+        apply_event(state, ev)
 
 
 @contextmanager

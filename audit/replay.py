@@ -16,16 +16,15 @@ message by message, ``audit.verify``.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from fractions import Fraction
 from typing import Any
 
-from audit.counting import FactCounter, UnitCounts
 from audit.exceptions import AuditError
 from audit.ingest import (  # noqa: F401  (re-exported: the replay API in one place)
     Acceptor,
@@ -36,10 +35,10 @@ from audit.ingest import (  # noqa: F401  (re-exported: the replay API in one pl
     read_dlq,
     window_state,
 )
+from audit.running import UnitReplay
 from scoring.catalog import Catalog
 from scoring.engine import score_state
-from scoring.facts import UnitState
-from scoring.indicators import count
+from scoring.indicators import NEVER, Counts, count
 from scoring.model import Model
 from scoring.points import indicator_points, round_half_away
 from scoring.ranking import competition_ranks
@@ -229,24 +228,20 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
 def _by_day(history: History, model: Model, evaluated: list[str],
             window_at: Callable[[int], Window], start: int, end: int, tz: str
             ) -> Iterator[tuple[int, Snapshot]]:
-    """Each day's end: the core's ``count`` on each unit whose score may have moved (an
-    instant of it passed since the day before, or the window changed)."""
+    """Each day's end: the counts of each unit whose counts may have moved since the day
+    before (one of its records passed a breakpoint or came in), or whose window changed."""
     totals = Totals(model)
-    subs: dict[tuple[str, str], UnitState] = {}
-    instants = {u: history.unit_instants(u) for u in evaluated}
-    passed: dict[str, tuple[int, str]] = {}
+    units = {u: UnitReplay(history.states.get(u), start, tz) for u in evaluated}
+    shown: dict[str, str] = {}  # unit -> the window of its last snapshot
     for t in day_ends(start, end, tz):
         window = window_at(t)
         changed: Snapshot = {}
         for u in evaluated:
-            mark = (bisect_right(instants[u], t), window.name)
-            if passed.get(u) == mark:
+            replay = units[u]
+            if not replay.advance(t) and shown.get(u) == window.name:
                 continue
-            passed[u] = mark
-            sub = subs.get((u, window.name))
-            if sub is None:
-                sub = subs[(u, window.name)] = window_state(history.states.get(u), window)
-            c = count(sub, window, t)
+            shown[u] = window.name
+            c = replay.counts(window)
             changed[u] = (window.name, *totals.of(c.values, c.items > 0))
         yield t, changed
 
@@ -254,59 +249,51 @@ def _by_day(history: History, model: Model, evaluated: list[str],
 def _by_change(history: History, model: Model, evaluated: list[str],
                window_at: Callable[[int], Window], rolling: bool, start: int, end: int,
                check_core: bool) -> Iterator[tuple[int, Snapshot]]:
-    """Every instant where a fact of a unit may change: counts kept fact by fact
-    (``audit.counting``), totals only for the units whose counts moved."""
+    """Every instant where the counts of a unit may change: each unit's next such instant
+    (``UnitReplay.next_change``) in one queue, totals only for the units whose counts moved."""
     totals = Totals(model)
-    updates = sorted((t, u, key) for u in evaluated
-                     for key, ts in history.item_instants.get(u, {}).items()
-                     for t in set(ts) if start < t <= end)
-    boundaries: list[int] = []
-    if rolling:
-        w = window_at(start)
-        while w.end_us <= end:
-            boundaries.append(w.end_us)
-            w = window_at(w.end_us)
+    units = {u: UnitReplay(history.states.get(u), start, model.timezone) for u in evaluated}
     window = window_at(start)
-    counters = {u: FactCounter(history.states.get(u), window) for u in evaluated}
 
-    def snapshot(units: Iterable[str], t: int) -> Snapshot:
+    def snapshot(names: Iterable[str], t: int) -> Snapshot:
         out: Snapshot = {}
-        for u in units:
-            c = counters[u].counts
+        for u in names:
+            c = units[u].counts(window)
             if check_core:
-                _check_core(history, u, c.window, t, c)
-            out[u] = (c.window.name, *totals.of(c.values(), c.items > 0))
+                _check_core(history, u, window, t, c)
+            out[u] = (window.name, *totals.of(c.values, c.items > 0))
         return out
 
-    for u in evaluated:
-        for key in history.item_instants.get(u, {}):
-            counters[u].refresh(key, start)
     yield start, snapshot(evaluated, start)
-    i = b = 0
-    while i < len(updates) or b < len(boundaries):
-        t = min(updates[i][0] if i < len(updates) else end + 1,
-                boundaries[b] if b < len(boundaries) else end + 1)
+    queue = [(replay.next_change(), u) for u, replay in units.items()]
+    heapq.heapify(queue)
+    boundary = window.end_us if rolling else NEVER
+    while True:
+        t = min(queue[0][0] if queue else NEVER, boundary)
+        if t > end:
+            return
         changed: set[str] = set()
-        if b < len(boundaries) and boundaries[b] == t:  # a new window opens, empty
+        if t == boundary:  # a new window opens: every unit is counted in it
             window = window_at(t)
-            for counter in counters.values():
-                counter.reset(window)
+            boundary = window.end_us
+            for replay in units.values():
+                replay.advance(t)
             changed.update(evaluated)
-            b += 1
-        while i < len(updates) and updates[i][0] == t:
-            _, u, key = updates[i]
-            i += 1
-            if counters[u].refresh(key, t):
+        while queue and queue[0][0] == t:
+            _, u = heapq.heappop(queue)
+            replay = units[u]
+            if replay.advance(t):
                 changed.add(u)
+            heapq.heappush(queue, (replay.next_change(), u))
         if changed:
             yield t, snapshot(changed, t)
 
 
-def _check_core(history: History, unit_id: str, window: Window, t: int, c: UnitCounts) -> None:
+def _check_core(history: History, unit_id: str, window: Window, t: int, c: Counts) -> None:
     full = count(window_state(history.states.get(unit_id), window), window, t)
-    if full.values != c.values() or (full.items > 0) != (c.items > 0):
-        raise AuditError(f"incremental counts of {unit_id} at {format_ts(t)} differ from "
-                         f"scoring.indicators.count: {c.values()} != {full.values}")
+    if full.values != c.values or (full.items > 0) != (c.items > 0):
+        raise AuditError(f"running counts of {unit_id} at {format_ts(t)} differ from "
+                         f"scoring.indicators.count: {c.values} != {full.values}")
 
 
 def peer_scores(history: History, catalog: Catalog, model: Model, group: str, window_spec: str,

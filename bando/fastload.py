@@ -54,13 +54,13 @@ _CACHED_STAMPS = ("due_at", "new_due_at")  # deadlines: few distinct instants
 _STAMPS: dict[str, int] = {}  # parse_ts by whole text, shared by the loads of this process
 
 
-def _test_of(event_type: str, history: bool) -> Callable[[str, Kind, str], str | None]:
+def _test_of(event_type: str) -> Callable[[str, Kind, str], str | None]:
     """The field tests that differ from the fast check's (``schemas.fastcheck.fast_source``)."""
 
     def test_of(name: str, kind: Kind, var: str) -> str | None:
         if name == "unit_id":  # ``units`` holds only ids that pass the field's own test
-            if event_type in DOSSIER_FOLDS:  # the unit's dossier table (history: ``dinst``)
-                return f"({'dinst' if history else 'dossiers'} := units.get({var})) is not None"
+            if event_type in DOSSIER_FOLDS:  # the unit's dossier table
+                return f"(dossiers := units.get({var})) is not None"
             return f"{var} in units"
         if name == "dossier_id" and event_type in DOSSIER_FOLDS:
             return ""  # a dossier already in the table has a fine id: tested in _finish
@@ -101,21 +101,15 @@ _ADD = """\
 def _finish(event_type: str, i: int, history: bool
             ) -> Callable[[dict[str, str], str], list[str]]:
     """The lines after the checks: de-duplicate, fold, answer. ``history`` (audit replay's
-    ingest, ``audit.ingest.History``): also the earliest instant, and each dossier's instants
-    (its events' times, 1 us after each deadline they carry), with the dossier, in ``dinst``,
-    the unit's table of dossier id -> (Dossier, instants): the unit's ``dossiers`` and
-    ``item_instants`` are made from it at the end (one table to fill per new dossier, not
-    three)."""
+    ingest, ``audit.ingest.History``): also the earliest instant."""
 
     def finish(var: dict[str, str], unit: str) -> list[str]:
         out = []
         dossier = var.get("dossier_id")
-        found = "pair" if history else "d"
         if event_type in DOSSIER_FOLDS:
             dossier_ok = value_test(_RULES[event_type].kinds["dossier_id"], str(dossier))
-            table = "dinst" if history else "dossiers"  # from the unit test
-            out += [f"    {found} = {table}.get({dossier})",
-                    f"    if {found} is None:",
+            out += [f"    d = dossiers.get({dossier})",  # the table: from the unit test
+                    "    if d is None:",
                     f"        if not ({dossier_ok}):",
                     "            return None"]
         out += ["    nonlocal max_ts, dd_room" + (", min_ts" if history else ""),
@@ -126,22 +120,8 @@ def _finish(event_type: str, i: int, history: bool
         if history:
             out += ["    if ts < min_ts:", "        min_ts = ts"]
         if event_type in DOSSIER_FOLDS:
-            if history:  # History.add's order: the event's time, then its deadlines
-                out += ["    if pair is None:",
-                        "        d = Dossier()",
-                        "        instants = [ts]",
-                        f"        dinst[{dossier}] = (d, instants)",
-                        "    else:",
-                        "        d, instants = pair",
-                        "        instants.append(ts)"]
-                rules = _RULES[event_type]
-                for name in rules.timestamps:
-                    due = f"instants.append(t_{var[name]} + 1)"
-                    out += ([f"    {due}"] if name in rules.required else
-                            [f"    if {var[name]} is not None:", f"        {due}"])
-            else:
-                out += ["    if d is None:",
-                        f"        d = dossiers[{dossier}] = Dossier()"]
+            out += ["    if d is None:",
+                    f"        d = dossiers[{dossier}] = Dossier()"]
             inline = _inline_fold(DOSSIER_FOLDS[event_type], _fields(event_type, var))
             out += [f"    fold_{i}(d, ts, v0, body, times)"] if inline is None else inline
         return out + ["    return True"]
@@ -250,14 +230,14 @@ def factory(units, table, hash_):
 
 def _factory_source(history: bool) -> str:
     """``factory(units, table, hash_) -> (functions, check, count, last_ts, first_ts)``:
-    ``units`` maps each catalog unit id to its dossier table (``history``: its ``dinst``, see
-    ``_finish``), ``table`` is the load's ``FirstSeen``."""
+    ``units`` maps each catalog unit id to its dossier table, ``table`` is the load's
+    ``FirstSeen``; ``history``: also ``first_ts`` (see ``_finish``)."""
     functions, names, known = [], [], set()
     for i, (event_type, rules) in enumerate(_RULES.items()):
         # the rare petitions and publications: the Event, for the caller's reference path
         fuse = event_type in DOSSIER_FOLDS or event_type == "clock.tick"
         source = fast_source(event_type, rules, _COMMON_KINDS,
-                             test_of=_test_of(event_type, history),
+                             test_of=_test_of(event_type),
                              cached_stamps=_CACHED_STAMPS,
                              finish=_finish(event_type, i, history) if fuse else None,
                              signature=f"fused_{i}(body, token)", extras=f"extras_ok_{i}")
@@ -333,14 +313,11 @@ class FusedLoad:
 
 class FusedHistory:
     """The fused functions of audit replay's ingest (``audit.fastingest``): as ``FusedLoad``,
-    and they also keep ``History``'s instants. ``units``: unit id -> its ``dinst`` (dossier
-    id -> (Dossier, instants), see ``_finish``) for every catalog unit whose id passes the
-    field test. ``first_ts()``: the earliest ``occurred_at`` they accepted (``MAX_TS`` if
-    none)."""
+    and ``first_ts()``, the earliest ``occurred_at`` they accepted (``MAX_TS`` if none)."""
 
-    def __init__(self, units: Mapping[str, dict[str, Any]], table: FirstSeen):
+    def __init__(self, dossier_tables: Mapping[str, dict[str, Dossier]], table: FirstSeen):
         unit_ok = eval(f"lambda v: {value_test(_COMMON_KINDS['unit_id'], 'v')}")  # noqa: S307
-        units = {u: dinst for u, dinst in units.items() if unit_ok(u)}
+        units = {u: dossiers for u, dossiers in dossier_tables.items() if unit_ok(u)}
         self.functions: dict[str, Fused]
         self.functions, self.check, self.count, self.last_ts, self.first_ts = _HISTORY_FN(
             units, table, scoring.dedup._hash)

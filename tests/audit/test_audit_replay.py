@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from audit.archive import export, load_manifest
-from audit.counting import FactCounter
 from audit.replay import (
     Acceptor,
     TimelineSpec,
@@ -23,6 +22,7 @@ from audit.replay import (
     timeline,
     window_state,
 )
+from audit.running import UnitReplay
 from audit.sources import ArchiveSource, FileSource, MemorySource, Record, day_files
 from bando.batch import load, score_report
 from scoring.indicators import count
@@ -100,20 +100,22 @@ def test_day_timeline_and_unit_filter(history, loaded, example_catalog, model):
     assert only == mine
 
 
-def test_fact_by_fact_counts_equal_the_core_count(history, example_catalog, model):
+def test_running_counts_equal_the_core_count_as_time_moves(history, example_catalog, model):
     h, _ = history
     rng = random.Random(5)
     lo, hi = h.first_ts, h.last_ts
     for unit_id in example_catalog.by_id:
-        for _ in range(6):
-            t = rng.randint(lo, hi)
+        instants = sorted(rng.randint(lo - 86_400_000_000, hi) for _ in range(8))
+        replay = UnitReplay(h.states.get(unit_id), instants[0], model.timezone)
+        for t in instants:
+            replay.advance(t)
             window = resolve_window(rng.choice(["month", "quarter", "year"]), t)
-            counter = FactCounter(h.states.get(unit_id), window)
-            for key in h.item_instants.get(unit_id, {}):
-                counter.refresh(key, t)
+            got = replay.counts(window)
             full = count(window_state(h.states.get(unit_id), window), window, t)
-            assert counter.counts.values() == full.values, (unit_id, t)
-            assert (counter.counts.items > 0) == (full.items > 0)
+            assert got.values == full.values, (unit_id, t)
+            assert (got.items > 0) == (full.items > 0)
+    with pytest.raises(ValueError):
+        replay.advance(instants[0] - 1)
 
 
 def test_change_timeline_rechecked_against_the_core(history, example_catalog, model):

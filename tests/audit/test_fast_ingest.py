@@ -10,7 +10,7 @@ without one de-duplication memory per partition, and once more with every id has
 the same lines as archives (several partitions over several days, binary and null values,
 a re-done archive run, since/until, old files read again for a repeat): same counts,
 rejection codes, anomalies (texts and order), first and last instants, facts (and their
-order) and per-fact instants (and their order).
+order).
 """
 
 from __future__ import annotations
@@ -59,8 +59,7 @@ def _outcome(history: History, acceptor: Acceptor) -> tuple[Any, ...]:
                   [(k, p.to_dict()) for k, p in s.petitions.items()],
                   [(k, p) for k, p in s.publications.items()])
               for u, s in history.states.items()}
-    instants = {u: list(items.items()) for u, items in history.item_instants.items()}
-    return stats, history.first_ts, history.last_ts, states, instants
+    return stats, history.first_ts, history.last_ts, states
 
 
 def _agree(path: Path, lines: list[bytes], dlq: dict[tuple[int, int], str] | None,
@@ -130,7 +129,7 @@ def test_plain_events_skip_the_acceptor(tmp_path: Path, monkeypatch: pytest.Monk
     history = load_history(FileSource(path), "procedure-events", acceptor)
     assert calls == []
     assert acceptor.stats.accepted == acceptor.stats.records == 50
-    assert sorted(history.item_instants["u1"]) == [("d", "d0"), ("d", "d1"), ("d", "d2")]
+    assert sorted(history.states["u1"].dossiers) == ["d0", "d1", "d2"]
 
 
 DAY_MS = 86_400_000

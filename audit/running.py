@@ -1,0 +1,114 @@
+"""One unit's counts as a replay walks event time forward, from the folded history.
+
+A replay asks the folded history for counts at a rising T. ``scoring.running.UnitCounts`` (the
+live worker's running counts, property-tested equal to ``scoring.indicators.count``) keeps
+them: a record is re-evaluated only when its breakpoint passes (``scoring.incremental``: the
+next instant its contribution can change, one of its own facts or a due time), and a dossier
+that can no longer change settles into a monthly tally. So a replay keeps nothing per fact
+beyond the facts themselves: no list of instants per fact (on a year of HCMC those lists and
+the per-instant queue were larger than the facts), and in play only the records whose
+contribution can still change.
+
+A record adds nothing before its anchor (a dossier's or petition's ``received``, a
+publication's time), so records still ahead of T wait, as ids sorted by anchor, and are
+admitted when T reaches it: a replay that starts in January does not evaluate December's
+dossiers until December.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from scoring.facts import UnitState
+from scoring.incremental import NEVER
+from scoring.running import UnitCounts
+from scoring.timeutil import Window
+
+
+def _received(record: Any) -> int | None:
+    return record.received_ts
+
+
+def _petition_received(record: Any) -> int | None:
+    return record.received[0] if record.received is not None else None
+
+
+def _published(record: Any) -> int | None:
+    return record.ts
+
+
+_KINDS: tuple[tuple[str, str, Callable[[Any], int | None]], ...] = (
+    ("d", "dossiers", _received),
+    ("p", "petitions", _petition_received),
+    ("pub", "publications", _published),
+)
+
+
+class _Ahead:
+    """The records of one kind not admitted yet, in the order of their anchors."""
+
+    __slots__ = ("kind", "records", "ids", "anchors", "i")
+
+    def __init__(self, kind: str, records: Mapping[str, Any],
+                 anchor_of: Callable[[Any], int | None]):
+        self.kind, self.records = kind, records
+        # A record never received counts nowhere, ever: left out. The anchors are the records'
+        # own int objects: the list costs 8 bytes a record, the ids 8 more.
+        pairs = sorted((a, ident) for ident, r in records.items()
+                       if (a := anchor_of(r)) is not None)
+        self.anchors = [a for a, _ in pairs]
+        self.ids = [ident for _, ident in pairs]
+        self.i = 0
+
+    def next_anchor(self) -> int:
+        return self.anchors[self.i] if self.i < len(self.anchors) else NEVER
+
+
+class UnitReplay:
+    """``counts(window)`` of one unit's folded state at T, for T moving forward only
+    (``advance``); equal to ``count(state, window, T)``. ``tz``: the windows' time zone (the
+    model's); windows must be made of whole months in it, as the model's are."""
+
+    __slots__ = ("running", "_ahead")
+
+    def __init__(self, state: UnitState | None, t: int, tz: str):
+        state = state if state is not None else UnitState()
+        # its own state: settled dossiers leave it, the history's stays whole
+        self.running = UnitCounts(UnitState(), t, settle_tz=tz)
+        self._ahead = [_Ahead(kind, getattr(state, name), anchor_of)
+                       for kind, name, anchor_of in _KINDS]
+        self._admit(t)
+
+    @property
+    def t(self) -> int:
+        return self.running.t
+
+    def _admit(self, t: int) -> bool:
+        admitted = False
+        admit = self.running.admit
+        for ahead in self._ahead:
+            ids, anchors, records, kind = ahead.ids, ahead.anchors, ahead.records, ahead.kind
+            i = ahead.i
+            while i < len(ids) and anchors[i] <= t:
+                admit(kind, ids[i], records[ids[i]])
+                i += 1
+            admitted |= i != ahead.i
+            ahead.i = i
+        return admitted
+
+    def next_change(self) -> int:
+        """The earliest instant after T at which the counts may change (NEVER if none)."""
+        return min(self.running.next_change(), *(a.next_anchor() for a in self._ahead))
+
+    def advance(self, t: int) -> bool:
+        """Move T forward to ``t``; False when no count can have changed since the last T."""
+        if t < self.running.t:
+            raise ValueError("a replay's T only moves forward")
+        changed = self.running.update(t)
+        return self._admit(t) or changed
+
+    def counts(self, window: Window) -> Any:
+        """``scoring.indicators.Counts`` at T in ``window`` (sums kept for this window only)."""
+        self.running.keep_windows((window.name,))
+        return self.running.counts(window)
