@@ -186,6 +186,22 @@ def publication_entry(b: Publication, t: int) -> Entry:
     return (m, "", b.ts, NEVER)
 
 
+# A mask's bit indexes and procedure-bit indexes, once per distinct mask: every record's
+# contribution goes through ``WindowSums.add`` (twice when it changes), and walking the bits
+# one by one was the largest cost of a replay's timeline. Records share few masks.
+_SPLIT: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+_SPLIT_KEPT = 65_536
+
+
+def _split(mask: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    bit_indexes = tuple(i for i in range(N_BITS) if mask >> i & 1)
+    proc_indexes = tuple(_PROC_INDEX[1 << i] for i in bit_indexes if (1 << i) & _PROC_MASK)
+    if len(_SPLIT) >= _SPLIT_KEPT:
+        _SPLIT.clear()
+    found = _SPLIT[mask] = (bit_indexes, proc_indexes)
+    return found
+
+
 class WindowSums:
     """Sums of the contributions anchored in one window: a count per bit, and per procedure
     bit a count per procedure_id (a distinct-procedure indicator counts its keys)."""
@@ -199,18 +215,20 @@ class WindowSums:
         self.procs: list[dict[str, int]] = [{} for _ in PROC_BITS]
 
     def add(self, mask: int, proc: str, sign: int) -> None:
+        found = _SPLIT.get(mask)
+        if found is None:
+            found = _split(mask)
+        bit_indexes, proc_indexes = found
         bits = self.bits
-        while mask:
-            low = mask & -mask
-            bits[_BIT_INDEX[low]] += sign
-            if low & _PROC_MASK:
-                per = self.procs[_PROC_INDEX[low]]
-                n = per.get(proc, 0) + sign
-                if n:
-                    per[proc] = n
-                else:
-                    del per[proc]
-            mask ^= low
+        for i in bit_indexes:
+            bits[i] += sign
+        for j in proc_indexes:
+            per = self.procs[j]
+            n = per.get(proc, 0) + sign
+            if n:
+                per[proc] = n
+            else:
+                del per[proc]
 
     def counts(self, next_change: int) -> Counts:
         c = self.bits

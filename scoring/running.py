@@ -219,8 +219,18 @@ class UnitCounts:
             self.entries[key] = new
         changed = not (new[0] == old[0] and (not new[0] or new[1:3] == old[1:3]))
         if changed:
-            self._add_to_windows(old, -1)
-            self._add_to_windows(new, 1)
+            if old[0] and new[0] and old[1:3] == new[1:3]:  # same windows: the bits that moved
+                anchor, proc = new[2], new[1]
+                gone, came = old[0] & ~new[0], new[0] & ~old[0]
+                for sums in self.windows.values():
+                    if sums.lo <= anchor < sums.hi:
+                        if gone:
+                            sums.add(gone, proc, -1)
+                        if came:
+                            sums.add(came, proc, 1)
+            else:
+                self._add_to_windows(old, -1)
+                self._add_to_windows(new, 1)
         if settle:
             if self._settle(new):
                 del self.state.dossiers[key[1]]

@@ -190,6 +190,31 @@ def test_only_the_windows_asked_for_are_kept() -> None:
     assert not inc.update(us(500))  # nothing left to change by itself
 
 
+def test_a_re_announce_at_the_same_instant_moves_the_procedure() -> None:
+    """A dossier's procedure changes while its anchor and bits stay (an earlier-id received at
+    the same instant wins the tie): the distinct-procedure counts must follow, although only
+    the procedure moved (the update then touches no bit)."""
+    def received(event_id: str, dossier_id: str, procedure: str) -> dict[str, Any]:
+        return {"event_id": event_id, "type": "dossier.received", "unit_id": "u",
+                "dossier_id": dossier_id, "occurred_at": stamp(100), "due_at": stamp(300),
+                "procedure_id": procedure, "channel": "online", "online_eligible": True,
+                "full_online": False, "fee_required": True, "reused_data": False,
+                "pds_linked": False, "population_db": False}
+
+    state, t = UnitState(), us(105)
+    keys = [apply_event(state, VALIDATOR.check(received("e5", "d1", "a"))),
+            apply_event(state, VALIDATOR.check(received("e6", "d2", "b")))]
+    inc = UnitCounts(state, t)
+    inc.update(t, [k for k in keys if k])
+    april = parse_window("month:2024-04")
+    assert inc.counts(april).values["online_uptake"] == (2, 2)
+    key = apply_event(state, VALIDATOR.check(received("e1", "d1", "b")))
+    assert state.dossiers["d1"].procedure_id == "b"
+    inc.update(t, [key] if key else [])
+    assert inc.counts(april).values == count(state, april, t).values
+    assert inc.counts(april).values["online_payment_procedures"] == (0, 1)
+
+
 class Settling:
     """A live worker's use of settling: the facts of every record in a store (as the scorer's
     facts table holds them), dossiers brought back from it before an event changes them."""
