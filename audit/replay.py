@@ -192,6 +192,7 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
     members = {g: ids for g, ids in catalog.peer_groups.items() if g in groups}
     evaluated = [u for g in members for u in members[g]]
     group_of = {u: catalog.by_id[u].peer_group for u in evaluated}
+    shown_in = {g: [u for u in ids if u in selected] for g, ids in members.items()}
 
     def window_at(t: int) -> Window:
         return fixed or window_of(spec.window, t, tz)
@@ -210,12 +211,14 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
                 touched.add(group_of[u])
         at = format_ts(t, tz)
         for g in sorted(touched):
-            ids = members[g]
-            ranks = competition_ranks({u: current[u][1] for u in ids})
+            ids, shown = members[g], shown_in[g]
+            if len(shown) < len(ids):  # a few units of the group: rank just those
+                totals = [current[u][1] for u in ids]
+                ranks = {u: _rank(current[u][1], totals) for u in shown}
+            else:
+                ranks = competition_ranks({u: current[u][1] for u in ids})
             scored = sum(current[u][1] is not None for u in ids)
-            for u in ids:
-                if u not in selected:
-                    continue
+            for u in shown:
                 wname, total, band = current[u]
                 row = (wname, total, band, ranks[u], scored if total is not None else None)
                 if spec.every == "change" and emitted.get(u) == row:
@@ -223,6 +226,13 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
                 emitted[u] = row
                 yield {"at": at, "unit_id": u, "peer_group": g, "window": wname,
                        "total": total, "band": band, "rank": row[3], "peer_count": row[4]}
+
+
+def _rank(total: float | None, totals: list[float | None]) -> int | None:
+    """``competition_ranks`` of one unit: 1 + the scored peers with a strictly higher total."""
+    if total is None:
+        return None
+    return 1 + sum(1 for other in totals if other is not None and other > total)
 
 
 def _by_day(history: History, model: Model, evaluated: list[str],

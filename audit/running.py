@@ -70,7 +70,7 @@ class UnitReplay:
     (``advance``); equal to ``count(state, window, T)``. ``tz``: the windows' time zone (the
     model's); windows must be made of whole months in it, as the model's are."""
 
-    __slots__ = ("running", "_ahead")
+    __slots__ = ("running", "_ahead", "_window")
 
     def __init__(self, state: UnitState | None, t: int, tz: str):
         state = state if state is not None else UnitState()
@@ -78,6 +78,7 @@ class UnitReplay:
         self.running = UnitCounts(UnitState(), t, settle_tz=tz)
         self._ahead = [_Ahead(kind, getattr(state, name), anchor_of)
                        for kind, name, anchor_of in _KINDS]
+        self._window = ""
         self._admit(t)
 
     @property
@@ -99,7 +100,12 @@ class UnitReplay:
 
     def next_change(self) -> int:
         """The earliest instant after T at which the counts may change (NEVER if none)."""
-        return min(self.running.next_change(), *(a.next_anchor() for a in self._ahead))
+        nxt = self.running.next_change()
+        for ahead in self._ahead:
+            anchor = ahead.next_anchor()
+            if anchor < nxt:
+                nxt = anchor
+        return nxt
 
     def advance(self, t: int) -> bool:
         """Move T forward to ``t``; False when no count can have changed since the last T."""
@@ -110,5 +116,7 @@ class UnitReplay:
 
     def counts(self, window: Window) -> Any:
         """``scoring.indicators.Counts`` at T in ``window`` (sums kept for this window only)."""
-        self.running.keep_windows((window.name,))
+        if window.name != self._window:
+            self.running.keep_windows((window.name,))
+            self._window = window.name
         return self.running.counts(window)

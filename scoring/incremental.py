@@ -58,7 +58,13 @@ N_BITS = 24
 PROC_BITS = (D_ELIGIBLE, D_ELIGIBLE_ONLINE, D_FEE, D_FEE_PAID)
 _PROC_INDEX = {bit: i for i, bit in enumerate(PROC_BITS)}
 _PROC_MASK = D_ELIGIBLE | D_ELIGIBLE_ONLINE | D_FEE | D_FEE_PAID
-_BIT_INDEX = {1 << i: i for i in range(N_BITS)}
+# ``WindowSums.counts`` unpacks the bits in this order
+_BIT_ORDER = (D_IN, D_SYNCED, D_NOT_LATE, D_SATISFIED, D_ONLINE, D_ELIGIBLE, D_ELIGIBLE_ONLINE,
+              D_ELIGIBLE_FULL, D_FEE, D_FEE_PAID, D_COMPLETED, D_E_RESULT, D_DIGITIZED,
+              D_REUSED, D_PDS, D_POPDB, P_IN, P_ON_TIME, P_RATED, P_RATED_OK, B_IN, B_ANNOUNCED,
+              B_PUBLICIZED, B_COMPLETE)
+if tuple(1 << i for i in range(N_BITS)) != _BIT_ORDER:
+    raise AssertionError("contribution bits out of order")
 
 # A record's entry: (mask, procedure_id, anchor, breakpoint). ``anchor`` is the instant that
 # places the record in a window (received, or published); mask 0 means it counts nowhere.
@@ -231,33 +237,30 @@ class WindowSums:
                 del per[proc]
 
     def counts(self, next_change: int) -> Counts:
-        c = self.bits
-        n_d = c[0]
-        eligible, eligible_online, fee, fee_paid = (len(p) for p in self.procs)
-
-        def n(bit: int) -> int:
-            return c[_BIT_INDEX[bit]]
-
-        n_pub = n(B_IN)
-        n_pet = n(P_IN)
+        # the bits in their order (``_BIT_ORDER``): one unpacking, no look-up per indicator
+        (n_d, synced, not_late, satisfied, online, eligible, _, eligible_full, fee, fee_paid,
+         completed, e_result, digitized, reused, pds, popdb, n_pet, pet_on_time, pet_rated,
+         pet_rated_ok, n_pub, announced, publicized, complete) = self.bits
+        eligible_procs, eligible_online_procs, fee_procs, fee_paid_procs = (
+            len(p) for p in self.procs)
         values = {
-            "announced_on_time": (n(B_ANNOUNCED), n_pub),
-            "publicized_on_time": (n(B_PUBLICIZED), n_pub),
-            "content_complete": (n(B_COMPLETE), n_pub),
-            "dossier_synced": (n(D_SYNCED), n_d),
-            "on_time": (n(D_NOT_LATE), n_d),
-            "online_submission": (n(D_ONLINE), n_d),
-            "online_uptake": (eligible_online, eligible),
-            "full_online": (n(D_ELIGIBLE_FULL), n(D_ELIGIBLE)),
-            "paid_online": (n(D_FEE_PAID), n(D_FEE)),
-            "online_payment_procedures": (fee_paid, fee),
-            "e_result": (n(D_E_RESULT), n(D_COMPLETED)),
-            "digitized": (n(D_DIGITIZED), n_d),
-            "data_reused": (n(D_REUSED), n_d),
-            "pds_linked": (n(D_PDS), n_d),
-            "population_db": (n(D_POPDB), n_d),
-            "petitions_on_time": (n(P_ON_TIME), n_pet),
-            "petition_satisfaction": (n(P_RATED_OK), n(P_RATED)),
-            "dossier_satisfaction": (n(D_SATISFIED), n_d),
+            "announced_on_time": (announced, n_pub),
+            "publicized_on_time": (publicized, n_pub),
+            "content_complete": (complete, n_pub),
+            "dossier_synced": (synced, n_d),
+            "on_time": (not_late, n_d),
+            "online_submission": (online, n_d),
+            "online_uptake": (eligible_online_procs, eligible_procs),
+            "full_online": (eligible_full, eligible),
+            "paid_online": (fee_paid, fee),
+            "online_payment_procedures": (fee_paid_procs, fee_procs),
+            "e_result": (e_result, completed),
+            "digitized": (digitized, n_d),
+            "data_reused": (reused, n_d),
+            "pds_linked": (pds, n_d),
+            "population_db": (popdb, n_d),
+            "petitions_on_time": (pet_on_time, n_pet),
+            "petition_satisfaction": (pet_rated_ok, pet_rated),
+            "dossier_satisfaction": (satisfied, n_d),
         }
         return Counts(values, n_d + n_pet + n_pub, next_change)
