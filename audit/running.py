@@ -22,6 +22,7 @@ from typing import Any
 
 from scoring.facts import UnitState
 from scoring.incremental import NEVER
+from scoring.indicators import Counts
 from scoring.running import UnitCounts
 from scoring.timeutil import Window
 
@@ -81,10 +82,6 @@ class UnitReplay:
         self._window = ""
         self._admit(t)
 
-    @property
-    def t(self) -> int:
-        return self.running.t
-
     def _admit(self, t: int) -> bool:
         admitted = False
         admit = self.running.admit
@@ -114,8 +111,8 @@ class UnitReplay:
         changed = self.running.update(t)
         return self._admit(t) or changed
 
-    def counts(self, window: Window) -> Any:
-        """``scoring.indicators.Counts`` at T in ``window`` (sums kept for this window only)."""
+    def counts(self, window: Window) -> Counts:
+        """The counts at T in ``window`` (sums kept for this window only)."""
         if window.name != self._window:
             self.running.keep_windows((window.name,))
             self._window = window.name

@@ -102,13 +102,13 @@ def main() -> int:
     print(f"\n{path}: {n:,} events, {rows['bytes'] / 1e9:.1f} GB")
     print(f"  {'stage':7} {'wall s':>8} {'CPU s':>8} {'events/s CPU':>13} {'/ decode':>9} "
           f"{'peak RSS MB':>12}")
+    decode_rate = n / rows["decode"]["cpu_s"] if "decode" in rows else None
     for stage in STAGES:
         if stage in rows:
             r = rows[stage]
             r["events_per_s"] = n / r["cpu_s"]
-            if "decode" in rows:
-                r["ratio_to_decode"] = r["events_per_s"] / rows["decode"]["events_per_s"] \
-                    if stage != "decode" else 1.0
+            if decode_rate:
+                r["ratio_to_decode"] = r["events_per_s"] / decode_rate
             ratio = f"{r['ratio_to_decode']:.2f}" if "ratio_to_decode" in r else "-"
             print(f"  {stage:7} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['events_per_s']:>13,.0f}"
                   f" {ratio:>9} {r['peak_rss_mb']:>12,.0f}")
