@@ -38,6 +38,7 @@ from audit.ingest import (  # noqa: F401  (re-exported: the replay API in one pl
 from audit.running import UnitReplay
 from scoring.catalog import Catalog
 from scoring.engine import score_state
+from scoring.incremental import COUNT_IDS, WindowSums
 from scoring.indicators import NEVER, Counts, count
 from scoring.model import Model
 from scoring.points import indicator_points, round_half_away
@@ -76,15 +77,18 @@ class Totals:
         self.scale = 10**model.total_digits
         self.terms = [(i.id, float(i.points), float(i.target), i.empty, i)
                       for i in model.indicators]
+        # ``of_sums``: the terms by their place in ``WindowSums.pairs``; an indicator that is
+        # not one of those counts (0, 0), which adds the same at every T (``base``)
+        self.placed = [(COUNT_IDS.index(iid), mx, target, empty)
+                       for iid, mx, target, empty, _ in self.terms if iid in COUNT_IDS]
+        self.base = self._sum({}, [t for t in self.terms if t[0] not in COUNT_IDS])
         self._bands: dict[float, str | None] = {}
         self.exact_calls = 0
 
-    def of(self, counts: Mapping[str, tuple[int, int]], scored: bool
-           ) -> tuple[float | None, str | None]:
-        if not scored:
-            return None, None
+    @staticmethod
+    def _sum(counts: Mapping[str, tuple[int, int]], terms: list[Any]) -> tuple[float, float]:
         s = smax = 0.0
-        for iid, mx, target, empty, _ in self.terms:
+        for iid, mx, target, empty, _ in terms:
             num, den = counts.get(iid, (0, 0))
             if den > 0:
                 r = num / den / target
@@ -95,12 +99,42 @@ class Totals:
                 smax += mx
             elif empty == "zero":
                 smax += mx
+        return s, smax
+
+    def of(self, counts: Mapping[str, tuple[int, int]], scored: bool
+           ) -> tuple[float | None, str | None]:
+        if not scored:
+            return None, None
+        return self._rated(*self._sum(counts, self.terms), lambda: counts)
+
+    def of_sums(self, sums: WindowSums) -> tuple[float | None, str | None]:
+        """``of(sums.counts(...).values, items > 0)`` without building the counts."""
+        if not sums.items():
+            return None, None
+        pairs = sums.pairs()
+        s, smax = self.base
+        for k, mx, target, empty in self.placed:  # ``_sum``, by place
+            num, den = pairs[k]
+            if den > 0:
+                r = num / den / target
+                s += mx * r if r < 1.0 else mx
+                smax += mx
+            elif empty == "full":
+                s += mx
+                smax += mx
+            elif empty == "zero":
+                smax += mx
+        return self._rated(s, smax, lambda: dict(zip(COUNT_IDS, pairs, strict=True)))
+
+    def _rated(self, s: float, smax: float,
+               counts: Callable[[], Mapping[str, tuple[int, int]]]
+               ) -> tuple[float | None, str | None]:
         if smax == 0.0:
             return None, None
         scaled = 100.0 * s / smax * self.scale
         whole = math.floor(scaled)
         if abs(scaled - whole - 0.5) < self.EPS:
-            total = self._exact(counts)
+            total = self._exact(counts())
         else:
             whole += scaled - whole >= 0.5
             total = whole / self.scale
@@ -203,16 +237,33 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
                         spec.check_core))
     current: Snapshot = {}
     emitted: dict[str, tuple[Any, ...]] = {}
+    partial = {g for g in members if len(shown_in[g]) < len(members[g])}
+    shown_units = set(selected)
     for t, changed in steps:
         touched = set(groups) if spec.every == "day" else set()
+        # change steps, a group with few units shown: the peers that moved, old -> new total
+        # (None: a shown unit moved or a unit appeared; its group is evaluated whatever)
+        moved: dict[str, list[tuple[float | None, float | None]] | None] = {}
         for u, now in changed.items():
-            if current.get(u) != now:
+            before = current.get(u)
+            if before != now:
                 current[u] = now
-                touched.add(group_of[u])
-        at = format_ts(t, tz)
+                g = group_of[u]
+                touched.add(g)
+                if spec.every == "change" and g in partial and moved.get(g, ()) is not None:
+                    if before is None or u in shown_units:
+                        moved[g] = None
+                    else:
+                        peers = moved.setdefault(g, [])
+                        assert peers is not None
+                        peers.append((before[1], now[1]))
+        at = None  # formatted once a row is due: most change steps emit none
         for g in sorted(touched):
             ids, shown = members[g], shown_in[g]
-            if len(shown) < len(ids):  # a few units of the group: rank just those
+            if g in partial:  # a few units of the group: rank just those
+                moves = moved.get(g)
+                if moves is not None and not _may_move(moves, [current[u][1] for u in shown]):
+                    continue
                 totals = [current[u][1] for u in ids]
                 ranks = {u: _rank(current[u][1], totals) for u in shown}
             else:
@@ -224,8 +275,26 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
                 if spec.every == "change" and emitted.get(u) == row:
                     continue
                 emitted[u] = row
+                if at is None:
+                    at = format_ts(t, tz)
                 yield {"at": at, "unit_id": u, "peer_group": g, "window": wname,
                        "total": total, "band": band, "rank": row[3], "peer_count": row[4]}
+
+
+def _may_move(peers: list[tuple[float | None, float | None]], totals: list[float | None]
+              ) -> bool:
+    """Whether peers moving (old -> new total) can change the rank or the scored count of
+    units that kept their totals: only if a peer became scored or unscored, or crossed one
+    of those totals (a rank counts the peers strictly above)."""
+    for old, new in peers:
+        if (old is None) != (new is None):
+            return True
+        if old is None or new is None:  # mypy: both None here
+            continue
+        for total in totals:
+            if total is not None and (old > total) != (new > total):
+                return True
+    return False
 
 
 def _rank(total: float | None, totals: list[float | None]) -> int | None:
@@ -251,8 +320,7 @@ def _by_day(history: History, model: Model, evaluated: list[str],
             if not replay.advance(t) and shown.get(u) == window.name:
                 continue
             shown[u] = window.name
-            c = replay.counts(window)
-            changed[u] = (window.name, *totals.of(c.values, c.items > 0))
+            changed[u] = (window.name, *totals.of_sums(replay.sums(window)))
         yield t, changed
 
 
@@ -268,10 +336,9 @@ def _by_change(history: History, model: Model, evaluated: list[str],
     def snapshot(names: Iterable[str], t: int) -> Snapshot:
         out: Snapshot = {}
         for u in names:
-            c = units[u].counts(window)
             if check_core:
-                _check_core(history, u, window, t, c)
-            out[u] = (window.name, *totals.of(c.values, c.items > 0))
+                _check_core(history, u, window, t, units[u].counts(window))
+            out[u] = (window.name, *totals.of_sums(units[u].sums(window)))
         return out
 
     yield start, snapshot(evaluated, start)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from scoring.facts import UnitState
-from scoring.incremental import NEVER
+from scoring.incremental import NEVER, WindowSums
 from scoring.indicators import Counts
 from scoring.running import UnitCounts
 from scoring.timeutil import Window
@@ -71,7 +71,7 @@ class UnitReplay:
     (``advance``); equal to ``count(state, window, T)``. ``tz``: the windows' time zone (the
     model's); windows must be made of whole months in it, as the model's are."""
 
-    __slots__ = ("running", "_ahead", "_window")
+    __slots__ = ("running", "_ahead", "_window", "_due")
 
     def __init__(self, state: UnitState | None, t: int, tz: str):
         state = state if state is not None else UnitState()
@@ -80,9 +80,13 @@ class UnitReplay:
         self._ahead = [_Ahead(kind, getattr(state, name), anchor_of)
                        for kind, name, anchor_of in _KINDS]
         self._window = ""
+        # the earliest anchor ahead: most advances admit nothing
+        self._due = min(ahead.next_anchor() for ahead in self._ahead)
         self._admit(t)
 
     def _admit(self, t: int) -> bool:
+        if t < self._due:
+            return False
         admitted = False
         admit = self.running.admit
         for ahead in self._ahead:
@@ -93,16 +97,13 @@ class UnitReplay:
                 i += 1
             admitted |= i != ahead.i
             ahead.i = i
+        self._due = min(ahead.next_anchor() for ahead in self._ahead)
         return admitted
 
     def next_change(self) -> int:
         """The earliest instant after T at which the counts may change (NEVER if none)."""
         nxt = self.running.next_change()
-        for ahead in self._ahead:
-            anchor = ahead.next_anchor()
-            if anchor < nxt:
-                nxt = anchor
-        return nxt
+        return self._due if self._due < nxt else nxt
 
     def advance(self, t: int) -> bool:
         """Move T forward to ``t``; False when no count can have changed since the last T."""
@@ -113,7 +114,11 @@ class UnitReplay:
 
     def counts(self, window: Window) -> Counts:
         """The counts at T in ``window`` (sums kept for this window only)."""
+        return self.sums(window).counts(self.running.next_change())
+
+    def sums(self, window: Window) -> WindowSums:
+        """The sums behind ``counts(window)``: ``pairs()`` and ``items()`` without a dict."""
         if window.name != self._window:
             self.running.keep_windows((window.name,))
             self._window = window.name
-        return self.running.counts(window)
+        return self.running.sums(window)

@@ -236,31 +236,37 @@ class WindowSums:
             else:
                 del per[proc]
 
-    def counts(self, next_change: int) -> Counts:
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """(num, den) of each count, in ``COUNT_IDS`` order (``counts`` without the dict: a
+        replay's timeline totals hundreds of thousands of them)."""
         # the bits in their order (``_BIT_ORDER``): one unpacking, no look-up per indicator
         (n_d, synced, not_late, satisfied, online, eligible, _, eligible_full, fee, fee_paid,
          completed, e_result, digitized, reused, pds, popdb, n_pet, pet_on_time, pet_rated,
          pet_rated_ok, n_pub, announced, publicized, complete) = self.bits
         eligible_procs, eligible_online_procs, fee_procs, fee_paid_procs = (
             len(p) for p in self.procs)
-        values = {
-            "announced_on_time": (announced, n_pub),
-            "publicized_on_time": (publicized, n_pub),
-            "content_complete": (complete, n_pub),
-            "dossier_synced": (synced, n_d),
-            "on_time": (not_late, n_d),
-            "online_submission": (online, n_d),
-            "online_uptake": (eligible_online_procs, eligible_procs),
-            "full_online": (eligible_full, eligible),
-            "paid_online": (fee_paid, fee),
-            "online_payment_procedures": (fee_paid_procs, fee_procs),
-            "e_result": (e_result, completed),
-            "digitized": (digitized, n_d),
-            "data_reused": (reused, n_d),
-            "pds_linked": (pds, n_d),
-            "population_db": (popdb, n_d),
-            "petitions_on_time": (pet_on_time, n_pet),
-            "petition_satisfaction": (pet_rated_ok, pet_rated),
-            "dossier_satisfaction": (satisfied, n_d),
-        }
-        return Counts(values, n_d + n_pet + n_pub, next_change)
+        return ((announced, n_pub), (publicized, n_pub), (complete, n_pub), (synced, n_d),
+                (not_late, n_d), (online, n_d), (eligible_online_procs, eligible_procs),
+                (eligible_full, eligible), (fee_paid, fee), (fee_paid_procs, fee_procs),
+                (e_result, completed), (digitized, n_d), (reused, n_d), (pds, n_d),
+                (popdb, n_d), (pet_on_time, n_pet), (pet_rated_ok, pet_rated),
+                (satisfied, n_d))
+
+    def items(self) -> int:
+        """Dossiers in D + petitions + publications (``Counts.items``)."""
+        bits = self.bits
+        return bits[0] + bits[16] + bits[20]
+
+    def counts(self, next_change: int) -> Counts:
+        return Counts(dict(zip(COUNT_IDS, self.pairs(), strict=True)), self.items(),
+                      next_change)
+
+
+# the counts of ``WindowSums.pairs``, in its order
+COUNT_IDS = ("announced_on_time", "publicized_on_time", "content_complete", "dossier_synced",
+             "on_time", "online_submission", "online_uptake", "full_online", "paid_online",
+             "online_payment_procedures", "e_result", "digitized", "data_reused", "pds_linked",
+             "population_db", "petitions_on_time", "petition_satisfaction",
+             "dossier_satisfaction")
+if (_BIT_ORDER.index(D_IN), _BIT_ORDER.index(P_IN), _BIT_ORDER.index(B_IN)) != (0, 16, 20):
+    raise AssertionError("WindowSums.items reads D_IN, P_IN, B_IN by position")

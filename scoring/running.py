@@ -265,11 +265,15 @@ class UnitCounts:
     def counts(self, window: Window) -> Counts:
         """``count(state, window, t)`` (values and items); ``next_change_us`` is the unit's
         earliest breakpoint after T."""
+        return self.sums(window).counts(self.next_change())
+
+    def sums(self, window: Window) -> WindowSums:
+        """The sums kept for ``window`` (its counts without the ``Counts``), from now on."""
         sums = self.windows.get(window.name)
         if sums is None:
             sums = self.windows[window.name] = WindowSums(window)
             self._fill(sums)
-        return sums.counts(self.next_change())
+        return sums
 
     def next_change(self) -> int:
         heap, entries = self.heap, self.entries

@@ -16,6 +16,7 @@ from audit.replay import (
     Acceptor,
     TimelineSpec,
     Totals,
+    _may_move,
     csv_lines,
     day_ends,
     load_history,
@@ -123,6 +124,16 @@ def test_change_timeline_rechecked_against_the_core(history, example_catalog, mo
     spec = TimelineSpec(window="month", check_core=True)
     rows = list(timeline(h, example_catalog, model, spec))
     assert rows == list(timeline(h, example_catalog, model, TimelineSpec(window="month")))
+
+
+def test_a_peer_that_moves_changes_a_shown_rank_only_by_crossing_it():
+    # ranks count the peers strictly above: reaching a tie or leaving one is a crossing
+    assert _may_move([(60.0, 50.0)], [50.0]) and _may_move([(50.0, 60.0)], [50.0])
+    assert _may_move([(40.0, 55.0)], [50.0])
+    assert not _may_move([(40.0, 50.0)], [50.0]) and not _may_move([(50.0, 40.0)], [50.0])
+    assert not _may_move([(60.0, 55.0), (10.0, 20.0)], [50.0, None])
+    assert _may_move([(None, 10.0)], [50.0]) and _may_move([(10.0, None)], [50.0])  # scored
+    assert not _may_move([(None, None)], [50.0]) and not _may_move([(60.0, 10.0)], [None])
 
 
 def test_day_ends_follow_the_local_calendar():
