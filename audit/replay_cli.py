@@ -30,6 +30,7 @@ from scoring.model import Model, load_model
 from scoring.timeutil import format_ts, parse_ts, to_us
 
 log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 30.0  # between progress lines of a long timeline
 
 
 # --- shared by replay, explain and archive ---------------------------------------------------
@@ -204,8 +205,16 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
                         every=args.every, check_core=args.check_core)
     history, stats = ctx.history(spec.read_since_us(tz))
     started = clock.perf_counter()
+    rows: list[dict[str, Any]] = []
     with paused_gc():
-        rows = list(timeline(history, ctx.catalog, ctx.model, spec))
+        # a year's timeline runs for minutes: say where it is now and then (wall time here
+        # only paces the log; the rows are event time)
+        due = started + PROGRESS_SECONDS
+        for row in timeline(history, ctx.catalog, ctx.model, spec):
+            rows.append(row)
+            if not len(rows) & 255 and clock.perf_counter() >= due:
+                log.info("timeline: %d rows, up to %s", len(rows), row["at"])
+                due = clock.perf_counter() + PROGRESS_SECONDS
     seconds = clock.perf_counter() - started
     total_s = stats.seconds + seconds
     rate = round(stats.records / total_s) if total_s > 0 else None

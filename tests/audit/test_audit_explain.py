@@ -3,6 +3,7 @@ well-formed, escaped SVG; the CLI commands run on files."""
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
@@ -117,3 +118,18 @@ def test_cli_replay_explain_and_charts(example_dir, example_catalog, tmp_path: P
     assert doc["unit_id"] == "quan-01" and doc["window"] == "year:2024"
     ET.parse(tmp_path / "e.svg")
     assert main(["explain", "nobody", "--at", T, "--events", events, "--units", units]) == 2
+
+
+def test_a_long_timeline_logs_its_progress(example_dir, tmp_path: Path, caplog,
+                                           monkeypatch):  # type: ignore[no-untyped-def]
+    import audit.replay_cli
+
+    monkeypatch.setattr(audit.replay_cli, "PROGRESS_SECONDS", 0.0)
+    events, units = str(example_dir / "events.jsonl"), str(example_dir / "catalog.json")
+    with caplog.at_level(logging.INFO, logger="audit.replay_cli"):
+        assert main(["replay", "--events", events, "--units", units, "--every", "day",
+                     "--format", "csv", "--output", str(tmp_path / "t.csv")]) == 0
+    rows = len((tmp_path / "t.csv").read_text().splitlines()) - 1
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("timeline:")]
+    assert len(progress) == rows // 256
+    assert progress[0].startswith("timeline: 256 rows, up to 2024-")
