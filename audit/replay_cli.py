@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import orjson
 
+from bando.cli import park
 from bando.exceptions import BandoError
 from bando.settings import Settings
 from scoring.catalog import Catalog, load_catalog
@@ -204,6 +205,7 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
                         end=parse_time(args.end, tz, end=True), units=tuple(args.unit),
                         every=args.every, check_core=args.check_core)
     history, stats = ctx.history(spec.read_since_us(tz))
+    park(history)  # not freed at exit (bando.cli.park)
     started = clock.perf_counter()
     rows: list[dict[str, Any]] = []
     with paused_gc():

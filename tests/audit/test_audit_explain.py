@@ -133,3 +133,25 @@ def test_a_long_timeline_logs_its_progress(example_dir, tmp_path: Path, caplog,
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("timeline:")]
     assert len(progress) == rows // 256
     assert progress[0].startswith("timeline: 256 rows, up to 2024-")
+
+
+def test_replay_as_a_subprocess_writes_everything_before_its_quick_exit(
+        example_dir, example_catalog, tmp_path: Path, capsysbinary):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    import bando.cli
+
+    events, units = str(example_dir / "events.jsonl"), str(example_dir / "catalog.json")
+    args = ["replay", "--events", events, "--units", units, "--every", "day", "--format", "csv"]
+    assert main(args) == 0
+    in_process = capsysbinary.readouterr().out
+    assert bando.cli._parked == []  # main() called from Python keeps nothing
+    # the console entry parks the history and leaves with os._exit: stdout is a pipe here
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered
+    proc = subprocess.run([sys.executable, "-m", "bando.cli", *args], capture_output=True,
+                          timeout=120, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout == in_process and len(in_process.splitlines()) > 1000
+    assert b"replay:" in proc.stderr  # the log's last line, flushed too
