@@ -28,7 +28,7 @@ import orjson
 from audit.exceptions import AuditError
 from audit.ingest import Acceptor, History, paused_gc
 from audit.sources import ArchiveSource, FileSource, Record, _Window, decode_record
-from bando.batch import TYPICAL_LINE, body_at
+from bando.batch import READ_BUFFER, TYPICAL_LINE, body_at
 from bando.fastload import MAX_TS, MIN_TS, FusedHistory
 from schemas import EventRejected
 from scoring.dedup import CONFLICT, NEW, FirstSeen
@@ -103,7 +103,8 @@ def load_file(source: FileSource, acceptor: Acceptor) -> History:
     limit = acceptor.validator.max_bytes
     dlq_here = {o: code for (p, o), code in dlq.items() if p == 0} if dlq is not None else {}
     loads, not_json = orjson.loads, orjson.JSONDecodeError
-    with open(source.path, "rb") as fh, open(source.path, "rb") as again, paused_gc():
+    with (open(source.path, "rb", buffering=READ_BUFFER) as fh, open(source.path, "rb") as again,
+          paused_gc()):
         tables = _Tables(acceptor, FirstSeen(partial(body_at, again),
                                              os.fstat(fh.fileno()).st_size // TYPICAL_LINE))
         functions, slow = tables.fused.functions, tables.slow

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from offline_throughput import decode_only  # noqa: E402 - this folder, the same ceiling
 
-from bando.batch import load  # noqa: E402
+from bando.batch import READ_BUFFER, load  # noqa: E402
 from scoring.catalog import load_catalog  # noqa: E402
 from scoring.facts import Dossier  # noqa: E402
 from scoring.model import load_model  # noqa: E402
@@ -38,7 +38,7 @@ def floor(path: Path) -> dict[str, dict[str, Dossier]]:
     end, offset = len(slots), 0
     gc.disable()
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=READ_BUFFER) as fh:
             for line in fh:
                 start = offset
                 offset += len(line)

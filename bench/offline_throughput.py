@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import emit  # noqa: E402
 
-from bando.batch import load, score_report  # noqa: E402
+from bando.batch import READ_BUFFER, load, score_report  # noqa: E402
 from scoring.catalog import load_catalog  # noqa: E402
 from scoring.model import load_model  # noqa: E402
 from scoring.timeutil import format_ts, window_of  # noqa: E402
@@ -74,7 +74,7 @@ def simulate(path: Path, n: int) -> None:
 def decode_only(path: Path) -> int:
     n = 0
     loads, error = orjson.loads, orjson.JSONDecodeError
-    with open(path, "rb") as fh:
+    with open(path, "rb", buffering=READ_BUFFER) as fh:  # as the loads read
         for line in fh:
             line = line.strip()
             if line:
