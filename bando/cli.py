@@ -98,8 +98,11 @@ def entry() -> int:
     if _parked:
         gc.disable()
         logging.shutdown()  # flushes the handlers
-        sys.stdout.flush()
-        sys.stderr.flush()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # e.g. the reader of a pipe left: as Python's own exit says it
+            rc = rc or 120
         os._exit(rc)
     return rc
 
