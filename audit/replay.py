@@ -77,19 +77,26 @@ class Totals:
         self.scale = 10**model.total_digits
         self.terms = [(i.id, float(i.points), float(i.target), i.empty, i)
                       for i in model.indicators]
-        # ``of_sums``: the terms by their place in ``WindowSums.pairs``; an indicator that is
-        # not one of those counts (0, 0), which adds the same at every T (``base``)
-        self.placed = [(COUNT_IDS.index(iid), mx, target, empty)
-                       for iid, mx, target, empty, _ in self.terms if iid in COUNT_IDS]
-        self.base = self._sum({}, [t for t in self.terms if t[0] not in COUNT_IDS])
+        self.weights = [(mx, target, empty) for _, mx, target, empty, _ in self.terms]
+        # ``of_sums``: the terms by their place in ``WindowSums.pairs`` (None: the model's
+        # order is that one); an indicator that is not one of those counts (0, 0), which adds
+        # the same at every T (``base``)
+        placed = [(COUNT_IDS.index(t[0]), w) for t, w in zip(self.terms, self.weights,
+                                                              strict=True) if t[0] in COUNT_IDS]
+        places = [k for k, _ in placed]
+        self.places = None if places == list(range(len(COUNT_IDS))) else places
+        self.placed_weights = [w for _, w in placed]
+        unplaced = [w for t, w in zip(self.terms, self.weights, strict=True)
+                    if t[0] not in COUNT_IDS]
+        self.base = self._sum([(0, 0)] * len(unplaced), unplaced)
         self._bands: dict[float, str | None] = {}
         self.exact_calls = 0
 
     @staticmethod
-    def _sum(counts: Mapping[str, tuple[int, int]], terms: list[Any]) -> tuple[float, float]:
-        s = smax = 0.0
-        for iid, mx, target, empty, _ in terms:
-            num, den = counts.get(iid, (0, 0))
+    def _sum(pairs: Iterable[tuple[int, int]], weights: Iterable[tuple[float, float, str]],
+             s: float = 0.0, smax: float = 0.0) -> tuple[float, float]:
+        """Points and maximum in floats, each indicator's ratio capped at its target."""
+        for (num, den), (mx, target, empty) in zip(pairs, weights, strict=True):
             if den > 0:
                 r = num / den / target
                 s += mx * r if r < 1.0 else mx
@@ -105,26 +112,17 @@ class Totals:
            ) -> tuple[float | None, str | None]:
         if not scored:
             return None, None
-        return self._rated(*self._sum(counts, self.terms), lambda: counts)
+        pairs = [counts.get(iid, (0, 0)) for iid, *_ in self.terms]
+        return self._rated(*self._sum(pairs, self.weights), lambda: counts)
 
     def of_sums(self, sums: WindowSums) -> tuple[float | None, str | None]:
         """``of(sums.counts(...).values, items > 0)`` without building the counts."""
         if not sums.items():
             return None, None
         pairs = sums.pairs()
-        s, smax = self.base
-        for k, mx, target, empty in self.placed:  # ``_sum``, by place
-            num, den = pairs[k]
-            if den > 0:
-                r = num / den / target
-                s += mx * r if r < 1.0 else mx
-                smax += mx
-            elif empty == "full":
-                s += mx
-                smax += mx
-            elif empty == "zero":
-                smax += mx
-        return self._rated(s, smax, lambda: dict(zip(COUNT_IDS, pairs, strict=True)))
+        placed = pairs if self.places is None else [pairs[k] for k in self.places]
+        return self._rated(*self._sum(placed, self.placed_weights, *self.base),
+                           lambda: dict(zip(COUNT_IDS, pairs, strict=True)))
 
     def _rated(self, s: float, smax: float,
                counts: Callable[[], Mapping[str, tuple[int, int]]]
@@ -241,28 +239,26 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
     shown_units = set(selected)
     for t, changed in steps:
         touched = set(groups) if spec.every == "day" else set()
-        # change steps, a group with few units shown: the peers that moved, old -> new total
-        # (None: a shown unit moved or a unit appeared; its group is evaluated whatever)
-        moved: dict[str, list[tuple[float | None, float | None]] | None] = {}
+        # for a group with few units shown: which ones must be ranked whatever (a shown unit
+        # moved, or a unit appeared), and the totals of the other peers that moved, old -> new
+        forced: set[str] = set()
+        moved: dict[str, list[tuple[float | None, float | None]]] = {}
         for u, now in changed.items():
             before = current.get(u)
             if before != now:
                 current[u] = now
                 g = group_of[u]
                 touched.add(g)
-                if spec.every == "change" and g in partial and moved.get(g, ()) is not None:
-                    if before is None or u in shown_units:
-                        moved[g] = None
-                    else:
-                        peers = moved.setdefault(g, [])
-                        assert peers is not None
-                        peers.append((before[1], now[1]))
+                if before is None or u in shown_units:
+                    forced.add(g)
+                else:
+                    moved.setdefault(g, []).append((before[1], now[1]))
         at = None  # formatted once a row is due: most change steps emit none
         for g in sorted(touched):
             ids, shown = members[g], shown_in[g]
             if g in partial:  # a few units of the group: rank just those
-                moves = moved.get(g)
-                if moves is not None and not _may_move(moves, [current[u][1] for u in shown]):
+                if spec.every == "change" and g not in forced and not _may_move(
+                        moved[g], [current[u][1] for u in shown]):
                     continue
                 totals = [current[u][1] for u in ids]
                 ranks = {u: _rank(current[u][1], totals) for u in shown}

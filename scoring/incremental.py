@@ -58,13 +58,21 @@ N_BITS = 24
 PROC_BITS = (D_ELIGIBLE, D_ELIGIBLE_ONLINE, D_FEE, D_FEE_PAID)
 _PROC_INDEX = {bit: i for i, bit in enumerate(PROC_BITS)}
 _PROC_MASK = D_ELIGIBLE | D_ELIGIBLE_ONLINE | D_FEE | D_FEE_PAID
-# ``WindowSums.counts`` unpacks the bits in this order
+# ``WindowSums.pairs`` unpacks the bits in this order
 _BIT_ORDER = (D_IN, D_SYNCED, D_NOT_LATE, D_SATISFIED, D_ONLINE, D_ELIGIBLE, D_ELIGIBLE_ONLINE,
               D_ELIGIBLE_FULL, D_FEE, D_FEE_PAID, D_COMPLETED, D_E_RESULT, D_DIGITIZED,
               D_REUSED, D_PDS, D_POPDB, P_IN, P_ON_TIME, P_RATED, P_RATED_OK, B_IN, B_ANNOUNCED,
               B_PUBLICIZED, B_COMPLETE)
 if tuple(1 << i for i in range(N_BITS)) != _BIT_ORDER:
     raise AssertionError("contribution bits out of order")
+# the counts of ``WindowSums.pairs``, in its order
+COUNT_IDS = ("announced_on_time", "publicized_on_time", "content_complete", "dossier_synced",
+             "on_time", "online_submission", "online_uptake", "full_online", "paid_online",
+             "online_payment_procedures", "e_result", "digitized", "data_reused", "pds_linked",
+             "population_db", "petitions_on_time", "petition_satisfaction",
+             "dossier_satisfaction")
+# what ``Counts.items`` adds: dossiers in D, petitions, publications (their bits' places)
+_ITEM_BITS = tuple(bit.bit_length() - 1 for bit in (D_IN, P_IN, B_IN))
 
 # A record's entry: (mask, procedure_id, anchor, breakpoint). ``anchor`` is the instant that
 # places the record in a window (received, or published); mask 0 means it counts nowhere.
@@ -255,18 +263,9 @@ class WindowSums:
     def items(self) -> int:
         """Dossiers in D + petitions + publications (``Counts.items``)."""
         bits = self.bits
-        return bits[0] + bits[16] + bits[20]
+        d, p, b = _ITEM_BITS
+        return bits[d] + bits[p] + bits[b]
 
     def counts(self, next_change: int) -> Counts:
         return Counts(dict(zip(COUNT_IDS, self.pairs(), strict=True)), self.items(),
                       next_change)
-
-
-# the counts of ``WindowSums.pairs``, in its order
-COUNT_IDS = ("announced_on_time", "publicized_on_time", "content_complete", "dossier_synced",
-             "on_time", "online_submission", "online_uptake", "full_online", "paid_online",
-             "online_payment_procedures", "e_result", "digitized", "data_reused", "pds_linked",
-             "population_db", "petitions_on_time", "petition_satisfaction",
-             "dossier_satisfaction")
-if (_BIT_ORDER.index(D_IN), _BIT_ORDER.index(P_IN), _BIT_ORDER.index(B_IN)) != (0, 16, 20):
-    raise AssertionError("WindowSums.items reads D_IN, P_IN, B_IN by position")
