@@ -20,12 +20,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bando.infra.cli import ensure_project_topics, project_topics
     from bando.infra.exceptions import InfraError
-    from bando.infra.kafka import (
-        KafkaBroker,
-        create_topics,
-        create_topics_async,
-        ensure_kafka_jars,
-    )
+    from bando.infra.kafka import KafkaBroker, create_topics, create_topics_async
+    from bando.infra.kafka_jars import ensure_kafka_jars
     from bando.infra.redis import RedisServer
 
 _EXPORTS = {
@@ -33,7 +29,7 @@ _EXPORTS = {
     "KafkaBroker": "bando.infra.kafka",
     "create_topics": "bando.infra.kafka",
     "create_topics_async": "bando.infra.kafka",
-    "ensure_kafka_jars": "bando.infra.kafka",
+    "ensure_kafka_jars": "bando.infra.kafka_jars",
     "ensure_project_topics": "bando.infra.cli",
     "project_topics": "bando.infra.cli",
     "RedisServer": "bando.infra.redis",

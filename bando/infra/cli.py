@@ -18,7 +18,8 @@ from pathlib import Path
 from types import FrameType
 
 from bando.infra.exceptions import InfraError
-from bando.infra.kafka import DEFAULT_KAFKA_VERSION, KafkaBroker, create_topics, ensure_kafka_jars
+from bando.infra.kafka import KafkaBroker, create_topics
+from bando.infra.kafka_jars import DEFAULT_KAFKA_VERSION, ensure_kafka_jars
 from bando.infra.ports import port_is_free
 from bando.infra.redis import RedisServer
 from bando.kafka_auth import client_kwargs

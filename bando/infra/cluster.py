@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bando.infra.exceptions import InfraError
-from bando.infra.kafka import KafkaBroker, metadata_broker_ids, new_cluster_id
+from bando.infra.kafka import KafkaBroker, new_cluster_id
+from bando.infra.kafka_metadata import metadata_broker_ids
 from bando.infra.ports import LOOPBACK, free_port
 
 log = logging.getLogger(__name__)

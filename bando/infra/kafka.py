@@ -2,9 +2,7 @@
 
 Why a real broker and not a fake: the scorer's guarantees (exactly-once transactions,
 consumer-group rebalances, offsets used by audits) are Kafka's, so tests must run against
-Kafka itself. Our machines have no Docker and reach only package registries, so the broker
-comes from Maven Central: ``deploy/kafka/pom.xml`` resolves ``kafka_2.13`` and its runtime
-classpath once into ``~/.cache/bando/kafka-<version>/lib`` (``BANDO_KAFKA_HOME`` overrides).
+Kafka itself. The jars come from Maven Central (``bando.infra.kafka_jars``).
 
 The JVM is kept small (512 MB heap, serial GC, few threads) because machines have 2 cores
 and the broker shares them with the scorer and the tests.
@@ -17,14 +15,10 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import shlex
-import shutil
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -34,79 +28,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bando.infra.exceptions import InfraError
+from bando.infra.kafka_jars import DEFAULT_KAFKA_VERSION, DEPLOY_DIR, ensure_kafka_jars, find_java
+from bando.infra.kafka_metadata import metadata_broker_count
 from bando.infra.ports import LOOPBACK, ServerProcess, free_port, port_is_free
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KAFKA_VERSION = "4.1.1"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_DEPLOY_DIR = _REPO_ROOT / "deploy" / "kafka"
 _T = TypeVar("_T")
 
 # Error codes of the Kafka protocol that create_topics() expects.
 _TOPIC_ALREADY_EXISTS = 36
 _TOPIC_AUTHORIZATION_FAILED = 29
-
-
-def kafka_home(version: str = DEFAULT_KAFKA_VERSION) -> Path:
-    """Where the broker's jars are cached (``BANDO_KAFKA_HOME`` overrides)."""
-    override = os.environ.get("BANDO_KAFKA_HOME")
-    if override:
-        return Path(override).expanduser()
-    return Path.home() / ".cache" / "bando" / f"kafka-{version}"
-
-
-def ensure_kafka_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
-    """Return the directory of the broker's jars, downloading them with Maven if missing.
-
-    The download goes to a temporary directory renamed into place at the end, under a file
-    lock, so an interrupted or concurrent fetch never leaves a half-filled ``lib``.
-    """
-    home = kafka_home(version)
-    lib = home / "lib"
-    if (home / ".complete").exists():
-        return lib
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (home / ".complete").exists():
-            return lib
-        pom = Path(os.environ.get("BANDO_KAFKA_POM", _DEPLOY_DIR / "pom.xml"))
-        mvn = shutil.which("mvn")
-        if not pom.exists():
-            raise InfraError(f"cannot fetch Kafka: {pom} not found (set BANDO_KAFKA_POM)")
-        if mvn is None:
-            raise InfraError("cannot fetch Kafka: mvn not found (run scripts/setup.sh)")
-        staging = home / f"lib.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        argv = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
-                f"-Dkafka.version={version}"]
-        log.info("fetching Kafka %s jars with Maven into %s", version, lib)
-        started = time.monotonic()
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
-            shutil.rmtree(staging, ignore_errors=True)
-            output = (done.stdout + done.stderr)[-4000:]
-            raise InfraError(f"Maven could not fetch Kafka {version} (status "
-                             f"{done.returncode})", output)
-        shutil.rmtree(lib, ignore_errors=True)
-        staging.rename(lib)
-        (home / ".complete").write_text(version + "\n")
-        log.info("Kafka %s jars fetched in %.1fs", version, time.monotonic() - started)
-    return lib
-
-
-def find_java() -> str:
-    """The java executable: ``BANDO_JAVA``, then ``$JAVA_HOME/bin/java``, then PATH."""
-    candidates = [os.environ.get("BANDO_JAVA", "")]
-    if os.environ.get("JAVA_HOME"):
-        candidates.append(os.path.join(os.environ["JAVA_HOME"], "bin", "java"))
-    candidates.append(shutil.which("java") or "")
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise InfraError("java not found (install a JDK 17+ or run scripts/setup.sh)")
 
 
 def new_cluster_id() -> str:
@@ -115,50 +47,6 @@ def new_cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cid.startswith("-"):  # would read as an option on a command line
             return cid
-
-
-def metadata_broker_ids(host: str, port: int, timeout: float = 2.0) -> set[int]:
-    """Node ids of the live brokers in a Metadata (v4) answer from ``host:port``.
-
-    A plain socket instead of a Kafka client, so readiness can be checked from synchronous
-    code even inside a running event loop. In KRaft a broker lists itself only once it is
-    unfenced, i.e. when it can really serve: an open port alone is not enough (and a
-    restarted cluster node is ready when it lists itself, not when it lists the others).
-    """
-    client_id = b"bando-probe"
-    # Header v1 (api_key 3 = Metadata, version 4, correlation id, client id), then
-    # an empty topic list (brokers only) and allow_auto_topic_creation = false.
-    body = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id + struct.pack(">ib", 0, 0)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-        payload = _recv_exact(sock, size)
-    pos = 8  # correlation id, throttle time
-    (count,) = struct.unpack_from(">i", payload, pos)
-    pos += 4
-    ids: set[int] = set()
-    for _ in range(count):
-        node_id, host_len = struct.unpack_from(">ih", payload, pos)
-        pos += 6 + host_len + 4  # node id, host string, port
-        (rack_len,) = struct.unpack_from(">h", payload, pos)
-        pos += 2 + max(rack_len, 0)
-        ids.add(node_id)
-    return ids
-
-
-def metadata_broker_count(host: str, port: int, timeout: float = 2.0) -> int:
-    """Number of live brokers (see :func:`metadata_broker_ids`)."""
-    return len(metadata_broker_ids(host, port, timeout))
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < n:
-        chunk = sock.recv(n - len(chunks))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        chunks += chunk
-    return bytes(chunks)
 
 
 class KafkaBroker(ServerProcess):
@@ -346,7 +234,7 @@ class KafkaBroker(ServerProcess):
         return "\n".join(lines) + "\n"
 
     def _log4j_options(self) -> list[str]:
-        config = Path(os.environ.get("BANDO_KAFKA_LOG4J", _DEPLOY_DIR / "log4j2.yaml"))
+        config = Path(os.environ.get("BANDO_KAFKA_LOG4J", DEPLOY_DIR / "log4j2.yaml"))
         if not config.exists():
             return []
         level = os.environ.get("BANDO_KAFKA_LOG_LEVEL", "INFO")

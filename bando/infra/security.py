@@ -7,10 +7,10 @@ prove about the permissions is what gets deployed.
 Kafka: clients authenticate with SASL/SCRAM-SHA-256 on the client listener; the authorizer
 (``StandardAuthorizer``, KRaft) refuses everything no ACL allows. SCRAM credentials live in
 the cluster metadata: the admin user is written at format time (``--add-scram``), the others
-through the admin API (``AlterUserScramCredentials``: the salted password is computed here,
-so no clear password ever crosses the wire or a command line). ACLs are created through
-``CreateAcls``. Both requests are sent with aiokafka's protocol layer (aiokafka's admin client
-has no method for them, and the Kafka jars we fetch have no ``kafka-acls`` tool).
+through the admin API (``AlterUserScramCredentials``, see ``bando.infra.scram``). ACLs are
+created through ``CreateAcls``. Both requests are sent with aiokafka's protocol layer
+(aiokafka's admin client has no method for them, and the Kafka jars we fetch have no
+``kafka-acls`` tool).
 
 The controller listener cannot use SCRAM in KRaft (credentials live in the metadata the
 controllers serve), so it uses SASL/PLAIN with a static user of its own; only the nodes use it.
@@ -26,48 +26,38 @@ Principals and what they may do (``bando_acls``, as in deploy/SCALE-OUT.md):
 * notifier: read ``band-changes`` and ``at-risk`` with group ``bando-notifier``, write its
   own dead letters ``alerts-dlq``.
 
-Redis: ACL users from an ACL file (passwords stored as SHA-256, never in clear). The board
-writer may read and write keys under the board prefix and publish on its channel; the gateway
-may only read those keys and subscribe; the default user is off.
+Redis: ACL users from an ACL file (``bando.infra.redis_acl``); this module's command line
+prints that file for an operator.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import os
 import secrets
-import socket
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.types import (
-    CompactArray,
-    CompactBytes,
-    CompactString,
-    Int8,
-    Int16,
-    Int32,
-    Schema,
-    TaggedFields,
-)
-
 from bando.infra.exceptions import InfraError
 from bando.infra.kafka import KafkaBroker, _run_sync
-from bando.infra.redis import RedisServer
+from bando.infra.passwords import check_secret
+from bando.infra.redis_acl import redis_acl_file
+from bando.infra.scram import (
+    SCRAM_IDS,
+    SCRAM_ITERATIONS,
+    SCRAM_MECHANISM,
+    AlterUserScramCredentialsRequest,
+    salted_password,
+)
 from bando.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCRAM_MECHANISM = "SCRAM-SHA-256"
-_SCRAM_IDS = {"SCRAM-SHA-256": (1, "sha256"), "SCRAM-SHA-512": (2, "sha512")}
-SCRAM_ITERATIONS = 8192  # Kafka's minimum is 4096
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 # Kafka protocol enums (org.apache.kafka.common.acl / resource)
@@ -77,17 +67,6 @@ OPERATION = {"all": 2, "read": 3, "write": 4, "create": 5, "delete": 6, "alter":
              "describe": 8, "cluster_action": 9, "describe_configs": 10, "alter_configs": 11,
              "idempotent_write": 12}
 PERMISSION = {"deny": 2, "allow": 3}
-
-
-def new_password() -> str:
-    """A random password of URL-safe characters (safe in JAAS strings and ACL files)."""
-    return secrets.token_urlsafe(24)
-
-
-def _check_secret(value: str, what: str) -> str:
-    if not value or any(c in value for c in '"\\;\n\r ') or value.startswith(("#", ">", "<")):
-        raise ValueError(f"{what}: empty, or contains a character JAAS/ACL files cannot hold")
-    return value
 
 
 @dataclass(frozen=True)
@@ -109,8 +88,8 @@ def secure_broker_config(admin: ScramUser, controller_password: str,
     The JAAS strings hold passwords: ``KafkaBroker`` writes its properties file owner-only,
     and Kafka logs these values as ``[hidden]``.
     """
-    _check_secret(admin.password, "admin password")
-    _check_secret(controller_password, "controller password")
+    check_secret(admin.password, "admin password")
+    check_secret(controller_password, "controller password")
     plain = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
              f'username="controller" password="{controller_password}" '
              f'user_controller="{controller_password}";')
@@ -187,64 +166,16 @@ def secure_broker(
 
 # -- Kafka: SCRAM users through the admin API -----------------------------------------------
 
-class AlterUserScramCredentialsResponse_v0(Response):
-    API_KEY = 51
-    API_VERSION = 0
-    SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        ("results", CompactArray(("user", CompactString("utf-8")), ("error_code", Int16),
-                                 ("error_message", CompactString("utf-8")),
-                                 ("tags", TaggedFields))),
-        ("tags", TaggedFields),
-    )
-
-
-class AlterUserScramCredentialsRequest_v0(RequestStruct):
-    API_KEY = 51
-    API_VERSION = 0
-    FLEXIBLE_VERSION = True
-    RESPONSE_TYPE = AlterUserScramCredentialsResponse_v0
-    SCHEMA = Schema(
-        ("deletions", CompactArray(("name", CompactString("utf-8")), ("mechanism", Int8),
-                                   ("tags", TaggedFields))),
-        ("upsertions", CompactArray(("name", CompactString("utf-8")), ("mechanism", Int8),
-                                    ("iterations", Int32), ("salt", CompactBytes),
-                                    ("salted_password", CompactBytes),
-                                    ("tags", TaggedFields))),
-        ("tags", TaggedFields),
-    )
-
-
-class AlterUserScramCredentialsRequest(Request[AlterUserScramCredentialsRequest_v0]):
-    API_KEY = 51
-
-    def __init__(self, upsertions: list[tuple[str, int, int, bytes, bytes]]) -> None:
-        self._upsertions = upsertions
-
-    def build(self, request_struct_class: type[AlterUserScramCredentialsRequest_v0]
-              ) -> AlterUserScramCredentialsRequest_v0:
-        return request_struct_class(
-            [], [(name, mech, it, salt, salted, {})
-                 for name, mech, it, salt, salted in self._upsertions], {})
-
-
-def salted_password(password: str, salt: bytes, iterations: int,
-                    mechanism: str = SCRAM_MECHANISM) -> bytes:
-    """SCRAM's SaltedPassword (RFC 5802: Hi() = PBKDF2 with the mechanism's HMAC)."""
-    _, digest = _SCRAM_IDS[mechanism]
-    return hashlib.pbkdf2_hmac(digest, password.encode("utf-8"), salt, iterations)
-
-
 async def upsert_scram_users(bootstrap: str, admin: ScramUser, users: Iterable[ScramUser],
                              mechanism: str = SCRAM_MECHANISM,
                              iterations: int = SCRAM_ITERATIONS) -> None:
     """Create or update SCRAM credentials (as ``kafka-configs --add-config SCRAM-...``)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    mech_id, _ = _SCRAM_IDS[mechanism]
+    mech_id, _ = SCRAM_IDS[mechanism]
     upserts = []
     for user in users:
-        _check_secret(user.password, f"password of {user.name}")
+        check_secret(user.password, f"password of {user.name}")
         salt = secrets.token_bytes(32)
         upserts.append((user.name, mech_id, iterations, salt,
                         salted_password(user.password, salt, iterations, mechanism)))
@@ -349,89 +280,6 @@ async def secure_kafka_setup(bootstrap: str, admin: ScramUser, users: Iterable[S
     """Users first, then their ACLs: what an operator runs once per cluster (idempotent)."""
     await upsert_scram_users(bootstrap, admin, users, mechanism)
     await create_acls(bootstrap, admin, acls, mechanism)
-
-
-# -- Redis ------------------------------------------------------------------------------------
-
-def redis_acl_rules(prefix: str = "bando:board") -> dict[str, str]:
-    """ACL rules (without user name and password) per role, for keys under ``prefix``.
-
-    ``-@dangerous`` removes FLUSHALL, KEYS, CONFIG, DEBUG and the like, which key patterns
-    alone would not stop. The gateway's keys are read-only (``%R~``) on top of its commands.
-    """
-    keys, channel = f"{prefix}:*", f"{prefix}:changes"
-    return {
-        "board": (f"~{keys} resetchannels &{channel} -@all +@read +@write +@transaction "
-                  "+@connection +publish -@dangerous"),
-        "gateway": (f"%R~{keys} resetchannels &{channel} -@all +@read +@connection "
-                    "+subscribe +unsubscribe -@dangerous"),
-        "admin": "~* &* +@all",
-    }
-
-
-def redis_acl_file(users: Mapping[str, tuple[str, str]], prefix: str = "bando:board") -> str:
-    """ACL file text; ``users``: user name -> (role, password). The default user is off."""
-    rules = redis_acl_rules(prefix)
-    lines = ["user default off resetkeys resetchannels -@all"]
-    for name, (role, password) in users.items():
-        _check_secret(password, f"password of {name}")
-        digest = hashlib.sha256(password.encode("utf-8")).hexdigest()
-        lines.append(f"user {name} on #{digest} {rules[role]}")
-    return "\n".join(lines) + "\n"
-
-
-def _redis_auth_ping(host: str, port: int, user: str, password: str) -> bool:
-    def bulk(*parts: str) -> bytes:
-        out = f"*{len(parts)}\r\n".encode()
-        for p in parts:
-            raw = p.encode()
-            out += b"$%d\r\n%s\r\n" % (len(raw), raw)
-        return out
-
-    with socket.create_connection((host, port), timeout=1.0) as sock:
-        sock.sendall(bulk("AUTH", user, password) + bulk("PING"))
-        data = b""
-        while data.count(b"\r\n") < 2:
-            chunk = sock.recv(256)
-            if not chunk:
-                break
-            data += chunk
-        return data.startswith(b"+OK\r\n+PONG")
-
-
-class SecureRedisServer(RedisServer):
-    """``RedisServer`` with ACL users from a file; the default user is off.
-
-    ``users``: name -> (role, password), roles from :func:`redis_acl_rules` ("board",
-    "gateway", "admin"); one "admin" user is needed (the readiness check logs in with it).
-    """
-
-    name = "redis"
-
-    def __init__(self, users: Mapping[str, tuple[str, str]], prefix: str = "bando:board",
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        admins = [(n, pw) for n, (role, pw) in users.items() if role == "admin"]
-        if not admins:
-            raise ValueError("SecureRedisServer needs one user with the admin role")
-        self._admin = admins[0]
-        self.acl_path = self.data_dir / "users.acl"
-        self.acl_path.touch(mode=0o600)
-        self.acl_path.chmod(0o600)
-        self.acl_path.write_text(redis_acl_file(users, prefix))
-
-    def url_for(self, user: str) -> str:
-        """``redis://user@host:port/0``: the password goes separately (redis_password)."""
-        return f"redis://{user}@{self.host}:{self.port}/0"
-
-    def _spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        super()._spawn([*argv, "--aclfile", str(self.acl_path)], env)
-
-    def _wait_ready(self, probe: Any, timeout: float, what: str) -> None:
-        assert self.port is not None
-        host, port, (user, password) = self.host, self.port, self._admin
-        super()._wait_ready(lambda: _redis_auth_ping(host, port, user, password), timeout,
-                            what)
 
 
 # -- command line (deployment) ----------------------------------------------------------------

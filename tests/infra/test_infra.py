@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bando.infra import InfraError, KafkaBroker, RedisServer, create_topics
-from bando.infra.kafka import metadata_broker_count, new_cluster_id
+from bando.infra.kafka import new_cluster_id
+from bando.infra.kafka_metadata import metadata_broker_count
 from bando.settings import Settings
 
 

@@ -38,12 +38,12 @@ from fault_support import (
 from bando import kafka_auth
 from bando.infra import KafkaBroker, create_topics
 from bando.infra.cli import project_topics
+from bando.infra.passwords import new_password
 from bando.infra.security import (
     Principals,
     ScramUser,
     admin_kwargs,
     bando_acls,
-    new_password,
     secure_broker,
     secure_kafka_setup,
 )

@@ -1,4 +1,4 @@
-"""Redis with ACL users (``bando.infra.security.SecureRedisServer``): the board writer may
+"""Redis with ACL users (``bando.infra.redis_acl.SecureRedisServer``): the board writer may
 write the board, the gateway may only read it and subscribe, nobody else gets in.
 
 The real board writer and the real gateway run in-process with their own users (the writer
@@ -24,7 +24,8 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from bando.infra import KafkaBroker, create_topics
-from bando.infra.security import SecureRedisServer, new_password
+from bando.infra.passwords import new_password
+from bando.infra.redis_acl import SecureRedisServer
 from display import board
 from display.board_writer import BoardWriter, WriterConfig
 from display.gateway import GatewayConfig, build_app

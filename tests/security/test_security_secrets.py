@@ -11,7 +11,8 @@ from fault_support import Service, services, wait_until
 
 from bando import kafka_auth
 from bando.infra import KafkaBroker
-from bando.infra.security import SecureRedisServer, new_password
+from bando.infra.passwords import new_password
+from bando.infra.redis_acl import SecureRedisServer
 from bando.settings import Settings, mask_url
 
 
