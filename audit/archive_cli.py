@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from audit.archive import export
-    from audit.sources import KafkaSource, kafka_security
+    from audit.kafka_source import KafkaSource, security_of
 
     settings = Settings.from_env()
     topics = list(args.topic) or [settings.events_topic, settings.dlq_topic]
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         until = parse_time(args.until, "Asia/Ho_Chi_Minh", end=True)
         source = KafkaSource(args.bootstrap or settings.kafka_bootstrap,
-                             security=kafka_security(settings))
+                             security=security_of(settings))
         summary = export(source, dict.fromkeys(topics), args.out,
                          until_ms=None if until is None else until // 1000)
     except (BandoError, OSError) as exc:

@@ -176,7 +176,7 @@ class SignalsService:
         await reader.start()
         out: list[Any] = []
         try:
-            # a group-less reader knows no topic until it asks (as audit.sources does)
+            # a group-less reader knows no topic until it asks (as audit.kafka_source does)
             cluster = await reader._client.fetch_all_metadata()
             parts = cluster.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -35,6 +35,7 @@ from fault_support import (
     worker,
 )
 
+from audit.exceptions import AuditError
 from bando import kafka_auth
 from bando.infra import KafkaBroker, create_topics
 from bando.infra.cli import project_topics
@@ -309,3 +310,33 @@ def test_topic_creation_refused_by_acls_is_fine_only_if_the_topic_exists(
     missing = f"nobody-made-this-{uuid.uuid4().hex[:8]}"
     with pytest.raises(InfraError, match=missing):
         create_topics(s.kafka_bootstrap, [missing], 1, security=board)
+
+
+def test_audit_tools_read_history_from_the_secured_broker(secured: Secured) -> None:
+    """``bando replay``/``explain``/``archive`` against the secured cluster connect as every
+    other client does (``bando.kafka_auth``: SCRAM here), and read what was produced."""
+    from audit.sources import open_source
+
+    s = secured.settings
+    topic = f"audit-history-{uuid.uuid4().hex[:8]}"
+    as_admin = admin_kwargs(secured.admin)
+    create_topics(s.kafka_bootstrap, [topic], 2, 1, security=as_admin)
+    sent = [orjson.dumps({"n": i}) for i in range(20)]
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
+                                    **as_admin)
+        await producer.start()
+        try:
+            for i, value in enumerate(sent):
+                await producer.send_and_wait(topic, value, key=str(i % 2).encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    auditor = s.with_(kafka_username=secured.admin.name, kafka_password=secured.admin.password)
+    source = open_source(auditor)
+    got = sorted(rec.value for batch in source.read(topic) for rec in batch)
+    assert got == sorted(sent)
+    with pytest.raises(AuditError, match="kafka_sasl_mechanism"):
+        open_source(auditor.with_(kafka_sasl_mechanism="MD5"))
