@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from bando.kafka_auth import client_kwargs
 from bando.settings import Settings
 from bando.simulator.generate import Generator, format_time, parse_time
 from bando.simulator.profiles import day_of, day_start, is_working_day, make_profiles
@@ -70,15 +71,6 @@ def scale_for_rate(catalog: Iterable[Mapping[str, str]], rate: float, speed: flo
     if per_sim_second <= 0 or speed <= 0:
         raise ValueError("cannot pace: no activity or no speed")
     return rate / (per_sim_second * speed)
-
-
-def _security(settings: Settings) -> dict[str, Any]:
-    if not settings.kafka_username:
-        return {}
-    # SASL/PLAIN over the listener the operator configured; a TLS listener needs ssl_context.
-    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-            "sasl_plain_username": settings.kafka_username,
-            "sasl_plain_password": settings.kafka_password}
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
@@ -142,7 +134,7 @@ async def produce(
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, client_id="bando-simulator", acks="all",
         enable_idempotence=True, linger_ms=linger_ms, max_batch_size=256 * 1024,
-        **_security(settings))
+        **client_kwargs(settings))  # the secured cluster's own mechanism (SCRAM by default)
     await producer.start()
 
     def on_done(fut: asyncio.Future[Any]) -> None:

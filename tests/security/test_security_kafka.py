@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -340,3 +341,22 @@ def test_audit_tools_read_history_from_the_secured_broker(secured: Secured) -> N
     assert got == sorted(sent)
     with pytest.raises(AuditError, match="kafka_sasl_mechanism"):
         open_source(auditor.with_(kafka_sasl_mechanism="MD5"))
+
+
+def test_the_live_simulator_produces_as_the_ingest_user(secured: Secured) -> None:
+    """``bando simulate live`` against the secured cluster: SCRAM as the ingest principal,
+    which may write the events topic (and nothing else)."""
+    from bando.simulator import read_catalog
+    from bando.simulator.live import LiveStats, produce
+
+    s = secured.settings
+    before = len(read_topic(s.kafka_bootstrap, s.events_topic, admin_kwargs(secured.admin)))
+    stats = LiveStats()
+    start = int(time.time()) - 20 * 86400
+    produced = asyncio.run(produce(
+        read_catalog(EXAMPLE / "catalog.json"), bootstrap=s.kafka_bootstrap,
+        topic=s.events_topic, speed=86400, rate=200, start=start, duration=2.0, seed=5,
+        tick_every=3600, settings=secured.as_user("ingest"), stats=stats))
+    assert produced == stats.acked > 20 and stats.failed == 0
+    read = read_topic(s.kafka_bootstrap, s.events_topic, admin_kwargs(secured.admin))
+    assert len(read) - before == stats.acked
