@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from display.exceptions import BadMessage
 from scoring.timeutil import parse_ts
 
@@ -105,6 +107,10 @@ def check(kind: str, msg: object) -> Record:
     else:
         _text(msg.get("new_band"), "new_band", required=False)
         _text(msg.get("old_band"), "old_band", required=False)
+    try:  # the store writes it back: a value nested deeper than orjson's encoder goes, or an
+        orjson.dumps(msg)  # integer past 64 bits, would fail there at every restart
+    except TypeError as exc:
+        raise BadMessage(f"cannot be stored again as JSON: {exc}") from None
     return msg
 
 

@@ -106,6 +106,23 @@ def test_check_rejects_what_the_board_cannot_use(kind, patch):
         board.check(kind, msg)
 
 
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("extra", [_nested(253), 10**30])
+def test_check_rejects_what_the_store_could_not_write_back(extra):
+    """Decoded fine, but orjson cannot encode it again (deeper than its encoder's limit, or
+    an integer past 64 bits): taken, the writer would fail on it at every restart."""
+    msg = {**score(), "extra": {"deep": extra}}
+    with pytest.raises(BadMessage, match="cannot be stored"):
+        board.check(board.SCORE, msg)
+    board.check(board.SCORE, {**score(), "extra": {"deep": _nested(200)}})
+
+
 def test_check_rejects_non_objects_and_unknown_kinds():
     with pytest.raises(BadMessage):
         board.check(board.SCORE, [score()])
