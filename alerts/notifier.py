@@ -55,7 +55,9 @@ class NotifierConfig:
     # unit_id -> name, from the catalog: alerts name the unit, band-drop counters start at 0
     unit_names: dict[str, str] = field(default_factory=dict)
     lag_interval: float = 5.0
-    kafka: dict[str, Any] = field(default_factory=lambda: {"bootstrap_servers": "127.0.0.1:9092"})
+    # client options, a SASL password among them: out of repr (and so of logs)
+    kafka: dict[str, Any] = field(default_factory=lambda: {"bootstrap_servers": "127.0.0.1:9092"},
+                                  repr=False)
 
     @property
     def topics(self) -> list[str]:

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 _SECRET_FIELDS = {"kafka_password", "redis_password"}
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:@/\s]*):[^@/\s]*@", re.IGNORECASE)
+# the password runs to the *last* "@" of the authority: clients (redis-py, urllib) split there,
+# so a password may hold an unencoded "@"
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:@/\s]*):[^/\s]*@", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:

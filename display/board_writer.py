@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class WriterConfig:
     bootstrap: str
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     topics: dict[str, str]  # board.SCORE/RANK/BAND -> topic name
     prefix: str = store.DEFAULT_PREFIX
-    redis_password: str = ""
+    redis_password: str = field(default="", repr=False)  # secrets stay out of logs
     batch_max: int = 500
     poll_ms: int = 500
     metadata_interval: float = 10.0  # seconds between checks for new topics/partitions
@@ -52,7 +52,7 @@ class WriterConfig:
     epoch_interval: float = 1.0  # seconds between checks, while idle, that Redis kept the board
     client_id: str = "bando-board"
     # aiokafka connection options for a secured cluster (bando.kafka_auth.client_kwargs)
-    kafka_security: dict[str, Any] = field(default_factory=dict)
+    kafka_security: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass

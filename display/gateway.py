@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -46,8 +46,8 @@ COMMITMENTS_KEY: web.AppKey[WallCommitments | None] = web.AppKey("commitments")
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    redis_url: str
-    redis_password: str = ""
+    redis_url: str = field(repr=False)  # may hold a password
+    redis_password: str = field(default="", repr=False)  # secrets stay out of logs
     prefix: str = store.DEFAULT_PREFIX
     host: str = "127.0.0.1"
     port: int = 8080

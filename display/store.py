@@ -116,8 +116,9 @@ def connect(url: str, password: str = "") -> Redis:
 
 
 def redact(url: str) -> str:
-    """The URL without a password, for logs."""
-    return re.sub(r"//[^@/]*@", "//***@", url)
+    """The URL without its user and password, for logs (up to the authority's last "@", where
+    redis-py splits it: a password may hold an "@")."""
+    return re.sub(r"//[^/]*@", "//***@", url)
 
 
 def _text(value: bytes | str) -> str:

@@ -71,7 +71,9 @@ class ServiceConfig:
     max_bytes: int = 64 * 1024
     max_skew_us: int = 300_000_000
     alert_clears: bool = False
-    kafka: dict[str, Any] = field(default_factory=lambda: {"bootstrap_servers": "127.0.0.1:9092"})
+    # client options, a SASL password among them: out of repr (and so of logs)
+    kafka: dict[str, Any] = field(default_factory=lambda: {"bootstrap_servers": "127.0.0.1:9092"},
+                                  repr=False)
 
 
 @dataclass

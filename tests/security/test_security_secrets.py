@@ -14,6 +14,7 @@ from bando.infra import KafkaBroker
 from bando.infra.passwords import new_password
 from bando.infra.redis_acl import SecureRedisServer
 from bando.settings import Settings, mask_url
+from display import store
 
 
 def test_secrets_from_files_win_only_when_the_variable_is_unset(tmp_path: Path) -> None:
@@ -48,6 +49,10 @@ def test_settings_dumps_mask_every_secret() -> None:
     assert "k-secret" not in kafka_auth.describe(s)
     assert mask_url("redis://:p@h:1/0") == "redis://:***@h:1/0"
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
+    # an unencoded "@" in the password: clients split at the last one
+    assert mask_url("redis://u:s3cr@tPass@h:1/0") == "redis://u:***@h:1/0"
+    assert store.redact("redis://u:s3cr@tPass@h:1/0") == "redis://***@h:1/0"
+    assert store.redact("redis://h:1/0?x=a@b") == "redis://h:1/0?x=a@b"
     empty = Settings.from_env(env={}).redacted()
     assert empty["kafka_password"] == "" and empty["redis_password"] == ""
 
@@ -106,3 +111,23 @@ def test_services_never_log_a_secret(kafka: KafkaBroker, live_settings: Settings
         for secret in secrets:
             assert secret not in text, f"a secret is in {svc.log_path.name}"
     assert "ERROR" not in board.log_path.read_text() + display.log_path.read_text()
+
+
+def test_service_configs_keep_secrets_out_of_their_repr() -> None:
+    """A config printed by a log line or a failing test shows no password."""
+    from alerts.notifier import NotifierConfig
+    from display.board_writer import WriterConfig
+    from display.gateway import GatewayConfig
+    from leaders.signals_service import ServiceConfig
+
+    kafka = {"bootstrap_servers": "h:9092", "sasl_plain_password": "k-secret"}
+    configs = [
+        WriterConfig(bootstrap="h:9092", redis_url="redis://u:url-secret@h/0", topics={},
+                     redis_password="r-secret", kafka_security=kafka),
+        GatewayConfig(redis_url="redis://u:url-secret@h/0", redis_password="r-secret"),
+        NotifierConfig(kafka=kafka),
+        ServiceConfig(kafka=kafka),
+    ]
+    for config in configs:
+        for secret in ("k-secret", "r-secret", "url-secret"):
+            assert secret not in repr(config), type(config).__name__
