@@ -193,6 +193,7 @@ async def _ensure_topics(notifier: Notifier, settings: Settings, dlq_topic: str 
     """Create the notifier's topics if missing (local and compose setups; never with SASL,
     where operators create topics with their own replication settings, see SCALE-OUT.md)."""
     from bando.infra.kafka import create_topics_async
+    from bando.kafka_auth import client_kwargs
 
     names = [*notifier.config.topics, *([dlq_topic] if dlq_topic else [])]
     try:
@@ -202,6 +203,7 @@ async def _ensure_topics(notifier: Notifier, settings: Settings, dlq_topic: str 
             settings.partitions,
             settings.replication_factor,
             {"retention.ms": "-1"},
+            security=client_kwargs(settings),  # a TLS listener needs it without a username too
         )
     except Exception as exc:  # noqa: BLE001 - the consumer reports a real problem clearly
         log.warning("could not ensure topics %s: %s", names, exc)

@@ -154,11 +154,13 @@ async def _main(service: Any, settings: Any, create: bool, extra_topics: list[st
 
     if create:
         from bando.infra.kafka import create_topics_async
+        from bando.kafka_auth import client_kwargs
 
         names = [service.config.signals_topic, *extra_topics]
-        try:
+        try:  # with the cluster's security: a TLS listener needs it without a username too
             await create_topics_async(settings.kafka_bootstrap, names, settings.partitions,
-                                      settings.replication_factor, {"retention.ms": "-1"})
+                                      settings.replication_factor, {"retention.ms": "-1"},
+                                      security=client_kwargs(settings))
         except Exception as exc:  # noqa: BLE001 - the consumer reports a real problem clearly
             log.warning("could not ensure topics %s: %s", names, exc)
     stop = asyncio.Event()

@@ -130,7 +130,7 @@ async def produce(
         from bando.infra import create_topics_async
 
         await create_topics_async(bootstrap, [topic], partitions, replication,
-                                  {"retention.ms": "-1"})
+                                  {"retention.ms": "-1"}, security=client_kwargs(settings))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, client_id="bando-simulator", acks="all",
         enable_idempotence=True, linger_ms=linger_ms, max_batch_size=256 * 1024,

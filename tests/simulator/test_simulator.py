@@ -375,6 +375,30 @@ def test_generator_rejects_nonsense() -> None:
 # -- live --------------------------------------------------------------------------------------
 
 
+def test_live_producer_creates_its_topic_with_the_clusters_security(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TLS listener without SASL: no username, yet topic creation needs the TLS options."""
+    import bando.infra
+    from bando.settings import Settings
+    from bando.simulator.live import produce
+
+    seen: list[Any] = []
+
+    class Created(Exception):
+        pass
+
+    async def create(*args: Any, **kwargs: Any) -> list[str]:
+        seen.append(kwargs.get("security"))
+        raise Created
+
+    monkeypatch.setattr(bando.infra, "create_topics_async", create)
+    settings = Settings.from_env(env={}).with_(kafka_security_protocol="SSL")
+    with pytest.raises(Created):
+        asyncio.run(produce(CATALOG, bootstrap="127.0.0.1:9", topic="t", duration=1.0,
+                            settings=settings))
+    assert seen and seen[0]["security_protocol"] == "SSL" and "ssl_context" in seen[0]
+
+
 @pytest.mark.integration
 def test_live_producer_against_the_broker(kafka: Any, unique: str) -> None:
     from aiokafka import AIOKafkaConsumer
