@@ -19,11 +19,14 @@ faust's table used there, so a deployment's state carries over. It is read whole
 partition is assigned: a few hundred keys (window, unit), and the records not yet compacted
 away (the broker compacts closed segments only).
 
-Guarantee: at-least-once with idempotent outputs, as in the scorer. A batch's changelog records
-and output messages are acknowledged by the broker (acks=all) before the batch's offset is
-committed; a batch replayed after a crash or a rebalance is ranked again from the reloaded
-state: a re-delivered older score is ignored, the same score is published again (its
-``rank_basis`` names the new batch).
+Guarantee: at-least-once with idempotent outputs, as in the scorer. A fetch's output messages
+are acknowledged by the broker (acks=all) first, then its changelog records, then its offset is
+committed. The state is saved only once the outputs are out: saved first, a crash before a
+band change was delivered would have lost it for good (the batch, ranked again from a state
+that already holds the new band, finds no change). A batch replayed after a crash or a
+rebalance is ranked again from the reloaded state: a re-delivered older score is ignored, the
+same score and the same rank and band changes are published again (the score's
+``rank_basis`` names the new batch; an alert keeps its id, so the notifier sends it once).
 """
 
 from __future__ import annotations
@@ -258,7 +261,9 @@ class RankerService:
             chunk = records[i:i + RANK_SLICE]
             sent += await self._rank_slice([orjson.loads(r.value) for r in chunk],
                                            chunk[0].offset, chunk[-1].offset)
-        await asyncio.gather(*sent)  # raises if a message was not delivered: stops the ranker
+        # raises if a message was not delivered: stops the ranker, its state not saved
+        await asyncio.gather(*sent)
+        await asyncio.gather(*await self.store.publish(self.producer))  # then the state
         try:
             await self.consumer.commit({self.tp: records[-1].offset + 1})
         except KafkaError as exc:
@@ -272,7 +277,7 @@ class RankerService:
         s = self.settings
         basis = {"topic": self.tp.topic, "offsets": [first, last]}
         out = self.core.process(incoming, basis)
-        sent = await self.store.publish(producer)
+        sent: list[asyncio.Future] = []  # the outputs only: the state is saved by ``rank``
         dumps = orjson.dumps
 
         async def send(topic: str, key: str, msg: dict[str, Any]) -> None:
