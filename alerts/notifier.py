@@ -91,6 +91,9 @@ class Notifier:
         # clear while a rebalance (and the state rebuild it starts) is in progress: aiokafka may
         # hand out records of a new assignment before the listener has finished the rebuild
         self._settled = asyncio.Event()
+        # the partitions whose rebuild failed in the listener (Kafka away): aiokafka only logs
+        # a listener's exception, so the loop takes the rebuild over, else it would wait for ever
+        self._unsettled: list[TopicPartition] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._units: dict[TopicPartition, set[str]] = {}
 
@@ -190,6 +193,15 @@ class Notifier:
             self.policy.forget(units)
 
     async def _assigned(self, assigned: list[TopicPartition]) -> None:
+        try:
+            await self._settle(assigned)
+        except Exception as exc:  # noqa: BLE001 - the loop tries again (see ``_unsettled``)
+            log.error("taking over %s failed (%s: %s); trying again",
+                      sorted(map(str, assigned)), type(exc).__name__, exc)
+            self._unsettled = list(assigned)
+            self._settled.set()  # wakes the loop, which sees ``_unsettled``
+
+    async def _settle(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
         assert consumer is not None
         if self.config.rebuild:
@@ -201,8 +213,32 @@ class Notifier:
             if until:
                 await self._rebuild(until)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        self._unsettled = None
         self._settled.set()
         self.ready.set()
+
+    async def _settle_again(self, batch: dict[TopicPartition, list[Any]],
+                            stop: asyncio.Event) -> None:
+        """The listener's rebuild failed: put back what was fetched meanwhile (read again
+        once rebuilt), then rebuild here, with back-off, until it works or the notifier
+        stops. Nothing is handled or committed meanwhile."""
+        consumer = self._consumer
+        assert consumer is not None and self._unsettled is not None
+        held = consumer.assignment()
+        for tp, records in batch.items():
+            if records and tp in held:
+                consumer.seek(tp, records[0].offset)
+        delay = 0.5
+        while self._unsettled is not None and not stop.is_set():
+            assigned = [tp for tp in self._unsettled if tp in consumer.assignment()]
+            try:
+                await self._settle(assigned)
+            except Exception as exc:  # noqa: BLE001 - retried; each failure is logged
+                log.error("taking over %s failed again (%s: %s); next try in %.1fs",
+                          sorted(map(str, assigned)), type(exc).__name__, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
 
     async def _rebuild(self, until: dict[TopicPartition, int]) -> None:
         """Replay each partition from its beginning up to its committed offset into the policy,
@@ -283,6 +319,9 @@ class Notifier:
                 batch = await consumer.getmany(timeout_ms=500, max_records=200)
                 if batch and not self._settled.is_set():
                     await self._settled.wait()  # rebuild first, then these records
+                if self._unsettled is not None:
+                    await self._settle_again(batch, stop)
+                    continue
                 held = consumer.assignment()
                 for tp, records in batch.items():
                     if tp in held:  # a revoked partition's records are its new owner's
