@@ -32,6 +32,7 @@ from alerts.policy import AlertPolicy, Decision
 from alerts.sinks import DeadLetter, Sink
 from bando import metrics
 from bando.settings import Settings
+from bando.takeover import Takeover
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.notifier._revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.notifier._assigned(list(assigned))
+        await self.notifier._takeover.assigned(list(assigned))
 
 
 class Notifier:
@@ -88,12 +89,9 @@ class Notifier:
         self.sinks = list(sinks)
         self.dead_letter = dead_letter
         self.ready = asyncio.Event()  # set once partitions are assigned (tests wait on it)
-        # clear while a rebalance (and the state rebuild it starts) is in progress: aiokafka may
-        # hand out records of a new assignment before the listener has finished the rebuild
-        self._settled = asyncio.Event()
-        # the partitions whose rebuild failed in the listener (Kafka away): aiokafka only logs
-        # a listener's exception, so the loop takes the rebuild over, else it would wait for ever
-        self._unsettled: list[TopicPartition] | None = None
+        # the rebuild of newly assigned partitions' state, retried by the loop if Kafka failed
+        # it in the rebalance listener
+        self._takeover = Takeover("notifier", self._settle)
         self._consumer: AIOKafkaConsumer | None = None
         self._units: dict[TopicPartition, set[str]] = {}
 
@@ -185,21 +183,12 @@ class Notifier:
     # -- partitions ---------------------------------------------------------------------------
 
     def _revoked(self, revoked: list[TopicPartition]) -> None:
-        self._settled.clear()
+        self._takeover.revoked()
         units: set[str] = set()
         for tp in revoked:
             units |= self._units.pop(tp, set())
         if units:
             self.policy.forget(units)
-
-    async def _assigned(self, assigned: list[TopicPartition]) -> None:
-        try:
-            await self._settle(assigned)
-        except Exception as exc:  # noqa: BLE001 - the loop tries again (see ``_unsettled``)
-            log.error("taking over %s failed (%s: %s); trying again",
-                      sorted(map(str, assigned)), type(exc).__name__, exc)
-            self._unsettled = list(assigned)
-            self._settled.set()  # wakes the loop, which sees ``_unsettled``
 
     async def _settle(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
@@ -213,32 +202,7 @@ class Notifier:
             if until:
                 await self._rebuild(until)
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-        self._unsettled = None
-        self._settled.set()
         self.ready.set()
-
-    async def _settle_again(self, batch: dict[TopicPartition, list[Any]],
-                            stop: asyncio.Event) -> None:
-        """The listener's rebuild failed: put back what was fetched meanwhile (read again
-        once rebuilt), then rebuild here, with back-off, until it works or the notifier
-        stops. Nothing is handled or committed meanwhile."""
-        consumer = self._consumer
-        assert consumer is not None and self._unsettled is not None
-        held = consumer.assignment()
-        for tp, records in batch.items():
-            if records and tp in held:
-                consumer.seek(tp, records[0].offset)
-        delay = 0.5
-        while self._unsettled is not None and not stop.is_set():
-            assigned = [tp for tp in self._unsettled if tp in consumer.assignment()]
-            try:
-                await self._settle(assigned)
-            except Exception as exc:  # noqa: BLE001 - retried; each failure is logged
-                log.error("taking over %s failed again (%s: %s); next try in %.1fs",
-                          sorted(map(str, assigned)), type(exc).__name__, exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0)
 
     async def _rebuild(self, until: dict[TopicPartition, int]) -> None:
         """Replay each partition from its beginning up to its committed offset into the policy,
@@ -317,11 +281,8 @@ class Notifier:
             log.info("notifier consuming %s as group %s", self.config.topics, self.config.group_id)
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=200)
-                if batch and not self._settled.is_set():
-                    await self._settled.wait()  # rebuild first, then these records
-                if self._unsettled is not None:
-                    await self._settle_again(batch, stop)
-                    continue
+                if not await self._takeover.ready_for(consumer, batch, stop):
+                    continue  # rebuild first, then these records
                 held = consumer.assignment()
                 for tp, records in batch.items():
                     if tp in held:  # a revoked partition's records are its new owner's

@@ -41,6 +41,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from alerts.messages import idempotency_key
 from alerts.sinks import DeadLetter, Sink
+from bando.takeover import Takeover
 from leaders.signal_alerts import alert_of, deliver
 from leaders.signals import DAY_US, KINDS, SignalConfig, evaluate
 from schemas import EventRejected, Validator
@@ -102,7 +103,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service._revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.service._assigned(list(assigned))
+        await self.service._takeover.assigned(list(assigned))
 
 
 class SignalsService:
@@ -120,7 +121,9 @@ class SignalsService:
         self.ready = asyncio.Event()  # set after the first evaluation (tests wait on it)
         self.evaluations = 0
         self.evaluated: dict[int, int | None] = {}  # partition -> watermark last evaluated
-        self._settled = asyncio.Event()
+        # the catch-up set up for newly assigned partitions, retried by the loop if Kafka
+        # failed it in the rebalance listener
+        self._takeover = Takeover("signals", self._settle)
         self._changed = False
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -153,11 +156,11 @@ class SignalsService:
     # -- partitions ---------------------------------------------------------------------------
 
     def _revoked(self, revoked: list[TopicPartition]) -> None:
-        self._settled.clear()
+        self._takeover.revoked()
         for tp in revoked:
             self.partitions.pop(tp.partition, None)
 
-    async def _assigned(self, assigned: list[TopicPartition]) -> None:
+    async def _settle(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
         assert consumer is not None
         ends = await consumer.end_offsets(assigned) if assigned else {}
@@ -170,7 +173,6 @@ class SignalsService:
         log.info("assigned %s; catching up to %s; %d signals raised before",
                  sorted(tp.partition for tp in assigned), {tp.partition: ends[tp] for tp in ends},
                  sum(p.active for p in self.published.values()))
-        self._settled.set()
 
     async def _read_all(self, topic: str) -> list[Any]:
         """Every record of a topic, from a group-less reader (read-only, no commits)."""
@@ -349,8 +351,8 @@ class SignalsService:
             log.info("signals consuming %s as group %s", cfg.events_topic, cfg.group_id)
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                if batch and not self._settled.is_set():
-                    await self._settled.wait()
+                if not await self._takeover.ready_for(consumer, batch, stop):
+                    continue  # set up first (it reads from the beginning again), then fold
                 held = consumer.assignment()
                 for tp, records in batch.items():
                     if tp in held:

@@ -19,6 +19,7 @@ import alerts.notifier
 from alerts.notifier import Notifier, NotifierConfig
 from alerts.policy import AlertPolicy
 from alerts.sinks import FileDeadLetter
+from bando.takeover import Takeover
 
 TP = TopicPartition("band-changes", 0)
 
@@ -128,3 +129,23 @@ async def test_a_rebuild_that_fails_in_the_listener_is_retried_by_the_loop(
     assert consumer.seeks[0] == 0  # what came while the rebuild had failed is read again
     assert consumer.commits[-1] == 6
     assert "taking over" in caplog.text
+
+
+async def test_takeover_stops_retrying_when_the_service_stops() -> None:
+    """``bando.takeover`` (the signals service's too): a settle that keeps failing is retried
+    until the service stops, and the batch fetched meanwhile is never handed out."""
+    calls: list[list[TopicPartition]] = []
+
+    async def settle(assigned: list[TopicPartition]) -> None:
+        calls.append(assigned)
+        raise KafkaConnectionError("still away")
+
+    consumer = _Consumer()
+    consumer.assigned = True
+    takeover = Takeover("test", settle, max_delay=0.05)
+    takeover.revoked()
+    await takeover.assigned([TP])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.5, stop.set)
+    assert not await takeover.ready_for(consumer, {TP: [_Record(4), _Record(5)]}, stop)
+    assert consumer.seeks == [4] and len(calls) >= 3 and takeover.failed == [TP]
