@@ -38,7 +38,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from bando.infra.scram import (
     AlterUserScramCredentialsRequest,
     salted_password,
 )
+from bando.kafka_auth import client_kwargs
 from bando.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,10 @@ def secure_broker(
 
 async def upsert_scram_users(bootstrap: str, admin: ScramUser, users: Iterable[ScramUser],
                              mechanism: str = SCRAM_MECHANISM,
-                             iterations: int = SCRAM_ITERATIONS) -> None:
-    """Create or update SCRAM credentials (as ``kafka-configs --add-config SCRAM-...``)."""
+                             iterations: int = SCRAM_ITERATIONS,
+                             client: Mapping[str, Any] | None = None) -> None:
+    """Create or update SCRAM credentials (as ``kafka-configs --add-config SCRAM-...``).
+    ``client``: the admin's connection options (default: SASL_PLAINTEXT with ``mechanism``)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     mech_id, _ = SCRAM_IDS[mechanism]
@@ -181,12 +184,14 @@ async def upsert_scram_users(bootstrap: str, admin: ScramUser, users: Iterable[S
                         salted_password(user.password, salt, iterations, mechanism)))
     if not upserts:
         return
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **admin_kwargs(admin, mechanism))
-    await client.start()
+    admin_client = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                       **_connect(admin, mechanism, client))
+    await admin_client.start()
     try:
-        response = await client._send_to_controller(AlterUserScramCredentialsRequest(upserts))
+        response = await admin_client._send_to_controller(
+            AlterUserScramCredentialsRequest(upserts))
     finally:
-        await client.close()
+        await admin_client.close()
     failed = [(r[0], r[1], r[2]) for r in response.results if r[1] != 0]
     if failed:
         raise InfraError(f"SCRAM credentials refused: {failed}")
@@ -256,30 +261,38 @@ def bando_acls(
 
 
 async def create_acls(bootstrap: str, admin: ScramUser, acls: Iterable[Acl],
-                      mechanism: str = SCRAM_MECHANISM) -> int:
+                      mechanism: str = SCRAM_MECHANISM,
+                      client: Mapping[str, Any] | None = None) -> int:
     """Create ``acls`` (existing ones are left as they are); returns how many were sent."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.protocol.admin import CreateAclsRequest
 
     rules = list(dict.fromkeys(acls))
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **admin_kwargs(admin, mechanism))
-    await client.start()
+    admin_client = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                       **_connect(admin, mechanism, client))
+    await admin_client.start()
     try:
         for acl in rules:
-            response = await client._send_to_controller(CreateAclsRequest(*acl.wire()))
+            response = await admin_client._send_to_controller(CreateAclsRequest(*acl.wire()))
             for code, message in response.creation_responses:
                 if code != 0:
                     raise InfraError(f"ACL refused ({code}: {message}): {acl}")
     finally:
-        await client.close()
+        await admin_client.close()
     return len(rules)
 
 
 async def secure_kafka_setup(bootstrap: str, admin: ScramUser, users: Iterable[ScramUser],
-                             acls: Iterable[Acl], mechanism: str = SCRAM_MECHANISM) -> None:
+                             acls: Iterable[Acl], mechanism: str = SCRAM_MECHANISM,
+                             client: Mapping[str, Any] | None = None) -> None:
     """Users first, then their ACLs: what an operator runs once per cluster (idempotent)."""
-    await upsert_scram_users(bootstrap, admin, users, mechanism)
-    await create_acls(bootstrap, admin, acls, mechanism)
+    await upsert_scram_users(bootstrap, admin, users, mechanism, client=client)
+    await create_acls(bootstrap, admin, acls, mechanism, client=client)
+
+
+def _connect(admin: ScramUser, mechanism: str, client: Mapping[str, Any] | None
+             ) -> dict[str, Any]:
+    return dict(client) if client is not None else admin_kwargs(admin, mechanism)
 
 
 # -- command line (deployment) ----------------------------------------------------------------
@@ -325,8 +338,17 @@ def main(argv: list[str] | None = None) -> int:
         name, file = spec.split("=", 1)
         users.append(ScramUser(name, Path(file).read_text(encoding="utf-8").strip()))
     acls = bando_acls(settings) if args.acls else []
+    # the cluster's own connection settings, as every client takes them (protocol, TLS CA,
+    # mechanism: SCALE-OUT's cluster is SASL_SSL with SCRAM-SHA-512), signed in as the admin;
+    # the users are made for that same mechanism
+    mechanism = settings.kafka_sasl_mechanism
+    if mechanism not in SCRAM_IDS:
+        raise SystemExit(f"BANDO_KAFKA_SASL_MECHANISM={mechanism}: Bando's users are SCRAM "
+                         f"users ({', '.join(SCRAM_IDS)})")
+    client = client_kwargs(settings.with_(kafka_username=admin.name,
+                                          kafka_password=admin.password))
     asyncio.run(secure_kafka_setup(args.bootstrap or settings.kafka_bootstrap, admin, users,
-                                   acls))
+                                   acls, mechanism, client=client))
     log.info("%d users and %d ACLs in place", len(users), len(acls))
     return 0
 

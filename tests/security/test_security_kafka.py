@@ -360,3 +360,56 @@ def test_the_live_simulator_produces_as_the_ingest_user(secured: Secured) -> Non
     assert produced == stats.acked > 20 and stats.failed == 0
     read = read_topic(s.kafka_bootstrap, s.events_topic, admin_kwargs(secured.admin))
     assert len(read) - before == stats.acked
+
+
+def test_the_setup_tool_connects_with_the_clusters_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m bando.infra.security kafka`` on SCALE-OUT's cluster (SASL_SSL, SCRAM-SHA-512):
+    the admin signs in with those settings and the users are made for that mechanism."""
+    import bando.infra.security as security
+
+    seen: dict[str, Any] = {}
+
+    async def setup(bootstrap: str, admin: Any, users: Any, acls: Any, mechanism: str,
+                    client: Any = None) -> None:
+        seen.update(mechanism=mechanism, client=client)
+
+    monkeypatch.setattr(security, "secure_kafka_setup", setup)
+    monkeypatch.setenv("BANDO_KAFKA_ADMIN_PASSWORD", "admin-pw")
+    monkeypatch.setenv("BANDO_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("BANDO_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    assert security.main(["kafka", "--bootstrap", "broker-1:9093"]) == 0
+    client = seen["client"]
+    assert seen["mechanism"] == "SCRAM-SHA-512"
+    assert client["security_protocol"] == "SASL_SSL" and client["ssl_context"] is not None
+    assert (client["sasl_mechanism"], client["sasl_plain_username"],
+            client["sasl_plain_password"]) == ("SCRAM-SHA-512", "admin", "admin-pw")
+    monkeypatch.setenv("BANDO_KAFKA_SASL_MECHANISM", "PLAIN")
+    with pytest.raises(SystemExit, match="SCRAM"):
+        security.main(["kafka", "--bootstrap", "broker-1:9093"])
+
+
+def test_the_setup_tool_adds_a_user_on_the_secured_broker(
+        secured: Secured, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import bando.infra.security as security
+
+    password = new_password()
+    (tmp_path / "pw").write_text(password)
+    monkeypatch.setenv("BANDO_KAFKA_ADMIN_PASSWORD", secured.admin.password)
+    monkeypatch.setenv("BANDO_KAFKA_ADMIN_USER", secured.admin.name)
+    name = f"auditor-{uuid.uuid4().hex[:6]}"
+    assert security.main(["kafka", "--bootstrap", secured.broker.bootstrap,
+                          "--user", f"{name}={tmp_path / 'pw'}"]) == 0
+    as_new = kafka_auth.client_kwargs(secured.settings.with_(kafka_username=name,
+                                                             kafka_password=password))
+
+    async def sign_in() -> list[str]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=secured.broker.bootstrap,
+                                    request_timeout_ms=8000, **as_new)
+        await consumer.start()
+        try:
+            return sorted(await consumer.topics())
+        finally:
+            await consumer.stop()
+
+    asyncio.run(sign_in())  # authenticated (no ACL lets it see topics: none needed here)
