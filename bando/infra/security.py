@@ -24,7 +24,9 @@ Principals and what they may do (``bando_acls``, as in deploy/SCALE-OUT.md):
 * ingest (the city system, the simulator): write ``procedure-events``;
 * board (display): read the three output topics (no group: it assigns partitions itself);
 * notifier: read ``band-changes`` and ``at-risk`` with group ``bando-notifier``, write its
-  own dead letters ``alerts-dlq``.
+  own dead letters ``alerts-dlq``;
+* signals (``bando signals``): read ``procedure-events`` with group ``bando-signals`` and the
+  DLQ (its verdicts), read and write ``signals`` (what it raised before), write ``alerts-dlq``.
 
 Redis: ACL users from an ACL file (``bando.infra.redis_acl``); this module's command line
 prints that file for an operator.
@@ -224,6 +226,7 @@ class Principals:
     ingest: str = "bando-ingest"
     board: str = "bando-board"
     notifier: str = "bando-notifier"
+    signals: str = "bando-signals"
 
 
 def bando_acls(
@@ -232,6 +235,8 @@ def bando_acls(
     at_risk_topic: str | None = None,
     alerts_dlq_topic: str = "alerts-dlq",
     notifier_group: str = "bando-notifier",
+    signals_topic: str = "signals",
+    signals_group: str = "bando-signals",
 ) -> list[Acl]:
     """Least privilege for every service (see the module docstring)."""
     at_risk_topic = at_risk_topic or settings.at_risk_topic
@@ -257,6 +262,12 @@ def bando_acls(
         allow(n, "topic", topic, ["read", "describe"])
     allow(n, "topic", alerts_dlq_topic, ["write", "describe"])
     allow(n, "group", notifier_group, ["read", "describe"])
+    g = principals.signals
+    for topic in (settings.events_topic, settings.dlq_topic):
+        allow(g, "topic", topic, ["read", "describe"])
+    allow(g, "topic", signals_topic, ["read", "write", "describe"])  # reads back what it raised
+    allow(g, "topic", alerts_dlq_topic, ["write", "describe"])
+    allow(g, "group", signals_group, ["read", "describe"])
     return acls
 
 

@@ -54,6 +54,7 @@ from bando.settings import Settings
 pytestmark = pytest.mark.integration
 
 ALERTS_DLQ, NOTIFIER_GROUP = "alerts-dlq", "bando-notifier"
+SIGNALS, SIGNALS_GROUP = "signals", "bando-signals"
 
 
 @dataclass
@@ -93,7 +94,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             coalesce_seconds=0.5, data_dir=str(tmp_path_factory.mktemp("secure-data")))
         p = Principals()
         users = {role: ScramUser(getattr(p, role), new_password())
-                 for role in ("worker", "ingest", "board", "notifier")}
+                 for role in ("worker", "ingest", "board", "notifier", "signals")}
         # The operator creates the topics; services never need to.
         as_admin = admin_kwargs(admin)
         for name, config in project_topics(settings).items():
@@ -101,6 +102,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                           security=as_admin)
         create_topics(broker.bootstrap, [settings.at_risk_topic, ALERTS_DLQ], 1,
                       security=as_admin)
+        create_topics(broker.bootstrap, [SIGNALS], settings.partitions, security=as_admin)
         asyncio.run(secure_kafka_setup(broker.bootstrap, admin, users.values(),
                                        bando_acls(settings, p, None, ALERTS_DLQ,
                                                   NOTIFIER_GROUP)))
@@ -187,6 +189,14 @@ CASES = [
     ("notifier", "read", "at_risk_topic", NOTIFIER_GROUP, True),
     ("notifier", "write", "band_changes_topic", None, False),
     ("notifier", "write", ALERTS_DLQ, None, True),
+    ("signals", "read", "events_topic", SIGNALS_GROUP, True),
+    ("signals", "read", "dlq_topic", None, True),
+    ("signals", "write", SIGNALS, None, True),
+    ("signals", "read", SIGNALS, None, True),
+    ("signals", "write", ALERTS_DLQ, None, True),
+    ("signals", "read", "events_topic", "someone-elses-group", False),
+    ("signals", "write", "events_topic", None, False),
+    ("signals", "read", "scores_topic", None, False),
 ]
 
 
@@ -195,7 +205,7 @@ def test_each_service_may_do_only_what_its_acls_allow(secured: Secured) -> None:
     s = secured.settings
     as_admin = admin_kwargs(secured.admin)
     for name in (s.events_topic, s.scores_topic, s.rank_changes_topic, s.band_changes_topic,
-                 s.at_risk_topic):
+                 s.at_risk_topic, s.dlq_topic):
         asyncio.run(_try_produce(s.kafka_bootstrap, name, as_admin))  # something to read
         assert asyncio.run(_try_read(s.kafka_bootstrap, name, as_admin, None)) == "ok"
     worker_read = asyncio.run(_try_read(s.kafka_bootstrap, s.events_topic,
