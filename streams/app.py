@@ -41,6 +41,7 @@ from scoring.catalog import Catalog, load_catalog
 from scoring.model import Model, load_model
 from streams.batch_consumer import BatchTransport
 from streams.bulkstore import BulkTableManager, bulk_table
+from streams.deliveries import Deliveries, checked_flush
 from streams.diskstore import BulkRocksStore, DiskStore, memory_usage
 from streams.dlq import dlq_record
 from streams.heap import trim_heap
@@ -63,13 +64,14 @@ class FaustStore:
     (``send_soon``, one queued future per write) cost about a millisecond a write, and even one
     ``producer.send`` per record was a tenth of a worker's time. Durability is unchanged: faust
     flushes the producer (these batches included) before it commits input offsets, and a batch
-    that failed to be delivered stops the worker at the next publish.
+    that failed to be delivered stops the worker there, before the commit
+    (``streams.deliveries``), or at the next publish.
     """
 
     def __init__(self, tables: dict[str, Any]):
         self.tables = tables
         self.pending: dict[tuple[str, str], tuple[int, Any]] = {}
-        self._sent: list[asyncio.Future] = []
+        self.sent = Deliveries()  # checked before each commit too (checked_flush)
         self._dicts: dict[str, dict[str, Any]] = {}
 
     def _dict(self, table: str) -> dict[str, Any]:
@@ -92,10 +94,7 @@ class FaustStore:
 
     async def publish(self, producer: Any) -> int:
         """Hand the pending changelog records to ``producer`` (faust's)."""
-        for fut in self._sent:
-            if fut.done() and not fut.cancelled() and fut.exception() is not None:
-                raise fut.exception()  # type: ignore[misc]
-        self._sent = [fut for fut in self._sent if not fut.done()]
+        self.sent.raise_failed()
         pending, self.pending = self.pending, {}
         if not pending:
             return 0
@@ -109,12 +108,12 @@ class FaustStore:
                 batch = batches[tp] = kafka.create_batch()
             k, v = dumps(key), dumps(value)
             if batch.append(key=k, value=v, timestamp=None) is None:  # full
-                self._sent.append(await kafka.send_batch(batch, tp[0], partition=tp[1]))
+                self.sent.add(await kafka.send_batch(batch, tp[0], partition=tp[1]))
                 batch = batches[tp] = kafka.create_batch()
                 if batch.append(key=k, value=v, timestamp=None) is None:
                     raise ValueError(f"changelog record {table}/{key[:80]} exceeds a batch")
         for (topic, partition), batch in batches.items():
-            self._sent.append(await kafka.send_batch(batch, topic, partition=partition))
+            self.sent.add(await kafka.send_batch(batch, topic, partition=partition))
         return len(pending)
 
 
@@ -258,10 +257,16 @@ def create_app(
         metrics.EVENTS_REJECTED.labels(error=metrics.error_label(exc.code)).inc()
         log.warning("rejected %s p%d@%d: %s", exc.code, msg.partition, msg.offset, exc.detail)
 
+    # a score or warning not delivered is not sent again until its counts change: checked
+    # before each commit like the changelogs
+    outputs = Deliveries()
+    checked_flush(app.producer, scorer_store.sent, outputs)
+
     async def _send(topic: Any, key: str, msg: dict[str, Any]) -> None:
         # straight to aiokafka: faust's Topic.send costs ~100 us a message
         kafka = app.producer._ensure_producer()  # noqa: SLF001
-        await kafka.send(topic.get_topic_name(), orjson.dumps(msg), key=key.encode())
+        outputs.add(await kafka.send(topic.get_topic_name(), orjson.dumps(msg),
+                                     key=key.encode()))
 
     @app.timer(interval=settings.coalesce_seconds)
     async def _flush_scores() -> None:

@@ -31,6 +31,8 @@ import rocksdict
 from faust.stores import rocksdb
 from faust.types import TP
 
+from streams.deliveries import Deliveries
+
 log = logging.getLogger(__name__)
 
 OFFSET_KEY = rocksdb.Store.offset_key
@@ -183,7 +185,7 @@ class DiskStore:
         self.tables = tables
         self.pending: dict[tuple[str, str], tuple[int, Any]] = {}
         self._overlay: dict[str, dict[str, tuple[int, Any]]] = {t: {} for t in tables}
-        self._sent: list[Any] = []
+        self.sent = Deliveries()  # checked before each commit too (checked_flush)
         # per table: what the last prefetch read from disk (key -> raw value or None)
         self._fetched: dict[str, dict[str, bytes | None]] = {}
 
@@ -246,10 +248,7 @@ class DiskStore:
     async def publish(self, producer: Any) -> int:
         """Hand the pending changelog records to ``producer`` (faust's); each record batch is
         written to the local database once Kafka has acknowledged it."""
-        for fut in self._sent:
-            if fut.done() and not fut.cancelled() and fut.exception() is not None:
-                raise fut.exception()
-        self._sent = [fut for fut in self._sent if not fut.done()]
+        self.sent.raise_failed()
         pending, self.pending = self.pending, {}
         if not pending:
             return 0
@@ -278,7 +277,7 @@ class DiskStore:
         topic = self.tables[table].changelog_topic.get_topic_name()
         fut = await kafka.send_batch(batch, topic, partition=partition)
         fut.add_done_callback(lambda f: self._delivered(f, table, partition, records))
-        self._sent.append(fut)
+        self.sent.add(fut)
 
     def _delivered(self, fut: Any, table: str, partition: int, records: list[Any]) -> None:
         overlay = self._overlay[table]
