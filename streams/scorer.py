@@ -132,6 +132,7 @@ class ScorerCore:
         self._last_risk: dict[tuple[str, str], tuple[bool, tuple[str, ...]]] = {}
         self._open_index: dict[str, Any] = {}  # unit -> alerts.at_risk.OpenDossierIndex
         self._pending_ts: dict[str, int] = {}  # unit -> oldest unscored event arrival (ms)
+        self._split_warned: set[str] = set()  # units seen on two partitions (logged once)
         # the running counts settle dossiers in the model's time zone (its windows')
         self._settle_tz = None if keep_settled else model.timezone
 
@@ -330,6 +331,13 @@ class ScorerCore:
             out.append(to_message(result, unit_id, window.name, name=unit.name, tz=tz))
         return out
 
+    def _split_unit(self, unit_id: str, partition: int) -> None:
+        if unit_id not in self._split_warned:
+            self._split_warned.add(unit_id)
+            log.warning("unit %r has events on partition %d behind another one: events are "
+                        "keyed by unit_id (SPEC 4); scored at its latest time meanwhile",
+                        unit_id[:80], partition)
+
     def flush_and_warn(self, horizon_seconds: float
                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """``flush`` then ``at_risk`` with nothing folded in between: every unit is assessed
@@ -361,6 +369,13 @@ class ScorerCore:
             if state is None:
                 state = self.states[unit_id] = UnitState()
             running = self.running.get(unit_id)
+            if running is not None and running.state is state and t < running.t:
+                # its events came on a partition behind the one that carried them before (not
+                # keyed by unit_id, or the topic's partitions changed): a score never goes back
+                # in time (settled counts cannot), and the other units' flush goes on
+                self._split_unit(unit_id, p)
+                t = running.t
+                windows = tuple(window_of(kind, t, tz) for kind in LIVE_WINDOWS)
             if running is None or running.state is not state:
                 running = self.running[unit_id] = UnitCounts(state, t, self._settle_tz)
             else:

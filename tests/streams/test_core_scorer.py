@@ -337,3 +337,26 @@ def test_live_and_offline_give_a_large_event_the_same_verdict(
     path.write_bytes(raw + b"\n")
     offline_accepted = load(path, small_catalog, model).accepted
     assert live_accepted == offline_accepted
+
+
+def test_a_unit_on_a_second_partition_behind_never_goes_back_in_time(
+    scorer: ScorerCore, feed: Any, ev: Any, caplog: Any
+) -> None:
+    """Events not keyed by unit_id (or a topic whose partitions changed): a unit's event on a
+    partition whose watermark is behind. Scoring at that older time would move settled counts
+    back (they cannot) and stop every later unit's flush; the unit is scored at its latest."""
+    out = scorer.process(feed.batch([ev.received("u1", "d1", at(0), at(600)),
+                                     ev.dossier("completed", "u1", "d1", at(60), e_result=True),
+                                     ev.received("u2", "d9", at(0), at(600)),
+                                     ev.tick(at(2 * 24 * 60))]))
+    assert len(out.accepted) == 4
+    first = by_window(scorer.flush(), "u1")
+    assert scorer.running["u1"].settled  # d1 settled: u1's counts cannot go back
+    late = ev.received("u1", "d2", at(30), at(900))
+    scorer.process(feed.batch([late, ev.received("u2", "d10", at(30), at(900))], partition=1))
+    second = scorer.flush()  # raised ValueError before, losing u2's update with it
+    u1, u2 = by_window(second, "u1"), by_window(second, "u2")
+    assert u1["year:2024"]["as_of"] == first["year:2024"]["as_of"]  # not back in time
+    assert u1["year:2024"]["indicators"]["on_time"]["den"] == 2
+    assert u2["year:2024"]["indicators"]["on_time"]["den"] == 2
+    assert "keyed by unit_id" in caplog.text
