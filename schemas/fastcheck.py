@@ -26,8 +26,8 @@ class TypeRules(Protocol):
 
 def extras_check(known: Collection[str], schema_names: Collection[str]) -> Callable[..., bool]:
     """``extras_ok(body)`` for a type whose own fields are ``known``: an extra field may not
-    share a name with any field of the schema (the cross-field rules look at full_online and
-    channel whatever the type) and must be a plain value (nested values go to the reference,
+    share a name with any field of the schema (rare: the reference decides, whatever the
+    rules of the field's own type) and must be a plain value (nested values go to the reference,
     which refuses what orjson cannot write back for the digest)."""
     def extras_ok(body: dict[str, Any]) -> bool:
         for name, value in body.items():

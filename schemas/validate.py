@@ -260,7 +260,10 @@ class Validator:
             raise EventRejected(
                 "schema_violation", f"{event_type}: due_at must be after occurred_at"
             )
-        if body.get("full_online") is True and body.get("channel") != "online":
+        # a rule of the type that has the field (dossier.received); elsewhere full_online is an
+        # unknown extra field, ignored (SPEC 1)
+        if ("full_online" in rules.kinds and body.get("full_online") is True
+                and body.get("channel") != "online"):
             raise EventRejected("schema_violation", "full_online is true only with channel online")
         unit_id = None
         if event_type != "clock.tick":

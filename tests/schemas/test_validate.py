@@ -566,6 +566,13 @@ def test_cross_field_rules_are_the_validators_job() -> None:
     for body in (body_of("dossier.received", due_at=EARLIER),
                  body_of("dossier.received", channel="postal")):
         assert rejected_code(v, raw(body)) == "schema_violation"
+    # on another type full_online is an unknown extra field, ignored (SPEC 1): accepted, by
+    # the reference and the offline fast checks alike
+    fast, members = v.fast_path()
+    for event_type in ("dossier.digitized", "dossier.synced", "clock.tick"):
+        body = {**body_of(event_type), "full_online": True}
+        assert v.validate(raw(body)).type == event_type
+        assert fast[event_type](body, members) in (None, v.validate(raw(body)))
 
 
 def test_validate_does_not_mutate_or_alias_caller_body() -> None:
