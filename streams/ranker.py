@@ -18,8 +18,6 @@ from scoring.ranking import competition_ranks
 from scoring.timeutil import parse_ts
 from streams.scorer import SEP, Store
 
-BAND_RANK = {"weak": 0, "average": 1, "fair": 2, "good": 3, "excellent": 4}
-
 
 @dataclass(slots=True)
 class RankerOutput:
@@ -90,8 +88,9 @@ class RankerCore:
                     out.band_changes.append({
                         "unit_id": u, "window": window, "old_band": old_band,
                         "new_band": msg["band"],
-                        "direction": "down" if BAND_RANK[msg["band"]] < BAND_RANK[old_band]
-                        else "up",
+                        # bands are ranges of the total, in the model's own names (data, not
+                        # code): the total says which way the unit went
+                        "direction": "down" if msg["total"] < was["total"] else "up",
                         "total": msg["total"], "as_of": msg["as_of"],
                         "top_losses": msg.get("top_losses", []),
                     })

@@ -108,6 +108,16 @@ def test_band_changes_direction_and_losses(ranker: RankerCore, score_msg: Msg) -
     assert changes["u2"]["direction"] == "up"
 
 
+def test_band_names_are_the_models(ranker: RankerCore, score_msg: Msg) -> None:
+    """A city's own bands (SPEC 3: the model is data): the direction needs no list of names."""
+    ranker.process([score_msg("u1", 90.0, T1, band="gold")])
+    out = ranker.process([score_msg("u1", 70.0, T2, band="silver")])
+    assert [(c["old_band"], c["new_band"], c["direction"]) for c in out.band_changes] == [
+        ("gold", "silver", "down")]
+    out = ranker.process([score_msg("u1", 88.0, "2024-05-03T00:00:00+07:00", band="gold")])
+    assert [c["direction"] for c in out.band_changes] == ["up"]
+
+
 def test_no_band_change_without_two_different_bands(ranker: RankerCore, score_msg: Msg) -> None:
     out = ranker.process([score_msg("u1", 85.0, T1), score_msg("u2", None, T1)])
     assert out.band_changes == []  # first scores: no old band
