@@ -84,7 +84,7 @@ class RankerCore:
                         "as_of": msg["as_of"],
                     })
                 old_band = was.get("band") if was else None
-                if old_band and msg["band"] and old_band != msg["band"]:
+                if was and old_band and msg["band"] and old_band != msg["band"]:
                     out.band_changes.append({
                         "unit_id": u, "window": window, "old_band": old_band,
                         "new_band": msg["band"],
