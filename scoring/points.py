@@ -42,7 +42,9 @@ class Rated:
     band: str | None
     groups: dict[str, dict[str, float | int]]
     indicators: dict[str, dict[str, object]]
-    lost: dict[str, Fraction]  # points lost per applicable indicator (max - points)
+    # points lost (max - points) per indicator that counts: an applicable one, or an empty one
+    # under the "zero" rule (its whole max); "full" and "exclude" lose nothing
+    lost: dict[str, Fraction]
 
 
 def _num(value: Fraction | int) -> float | int:
@@ -111,6 +113,7 @@ def rate(model: Model, counts: dict[str, tuple[int, int]], scored: bool = True) 
             a, b = pn, pd
         elif ind.empty == "zero":
             a, b = 0, 1
+            lost[ind.id] = Fraction(pn, pd)  # nothing to count yet costs the whole max
         else:  # exclude: neither points nor max count anywhere
             indicators[ind.id] = {
                 "num": num, "den": den, "points": None, "max": max_out, "applicable": False,

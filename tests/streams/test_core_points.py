@@ -38,6 +38,7 @@ def reference_rate(model: Model, counts: dict[str, tuple[int, int]], scored: boo
             pts = Fraction(ind.points)
         elif ind.empty == "zero":
             pts = Fraction(0)
+            lost[ind.id] = Fraction(ind.points)  # SPEC 4: what costs the most points
         else:
             indicators[ind.id] = {"num": num, "den": den, "points": None,
                                   "max": _num(ind.points), "applicable": False}
@@ -98,3 +99,18 @@ def test_boundaries_round_half_away() -> None:
     for num in range(0, 41):
         c = {i.id: (num, 40) for i in VN766.indicators}
         same(rate(VN766, c), reference_rate(VN766, c))
+
+
+def test_an_empty_indicator_under_the_zero_rule_costs_its_whole_max() -> None:
+    """SPEC 4: band-changes name "the indicators that cost the most points". A unit with no
+    publications loses all of announced_on_time's 6 points (rule "zero"): more than an on-time
+    rate of 9/10 costs it."""
+    from scoring.points import largest_losses
+
+    empty = {i.id for i in VN766.indicators if i.empty == "zero"}
+    assert "announced_on_time" in empty
+    rated = rate(VN766, {"on_time": (9, 10), "dossier_synced": (10, 10)}, True)
+    top = [i for i, _ in largest_losses(rated.lost)[:3]]
+    assert rated.lost["announced_on_time"] == Fraction(6)
+    assert top[0] in {i.id for i in VN766.indicators if i.empty == "zero" and i.points == 6}
+    assert "dossier_synced" not in rated.lost or rated.lost["dossier_synced"] == 0
