@@ -97,10 +97,6 @@ def _record(kind: str, value: Any) -> Dossier | Petition | Publication:
     return Publication(value[0], value[1], value[2], value[3])
 
 
-def _load_fact(state: UnitState, kind: str, ident: str, value: Any) -> None:
-    getattr(state, _TABLES[kind])[ident] = _record(kind, value)
-
-
 _TABLES = {"d": "dossiers", "p": "petitions", "pub": "publications"}
 
 
@@ -133,6 +129,8 @@ class ScorerCore:
         self._open_index: dict[str, Any] = {}  # unit -> alerts.at_risk.OpenDossierIndex
         self._pending_ts: dict[str, int] = {}  # unit -> oldest unscored event arrival (ms)
         self._split_warned: set[str] = set()  # units seen on two partitions (logged once)
+        # per unit rebuilt and not flushed since: when its withdrawn dossiers were received
+        self._withdrawn: dict[str, list[int]] = {}
         # the running counts settle dossiers in the model's time zone (its windows')
         self._settle_tz = None if keep_settled else model.timezone
 
@@ -253,6 +251,7 @@ class ScorerCore:
         self._pending_ts.clear()
         # What this worker sent before may have been superseded by another worker meanwhile.
         self._last_sent.clear()
+        self._withdrawn.clear()
         self._last_risk.clear()
         self._open_index.clear()
         for key, value in self.store.items("clock"):
@@ -273,6 +272,10 @@ class ScorerCore:
             part = self.unit_partition.get(unit_id)
             if part is None:
                 continue
+            record = _record(kind, value)
+            if (isinstance(record, Dossier) and record.withdrawn is not None
+                    and record.received_ts is not None):
+                self._withdrawn.setdefault(unit_id, []).append(record.received_ts)
             running = self.running.get(unit_id)
             if running is None:
                 state = self.states.get(unit_id)
@@ -280,10 +283,10 @@ class ScorerCore:
                     state = self.states[unit_id] = UnitState()
                 t = self.watermark.get(part)
                 if t is None:
-                    _load_fact(state, kind, ident, value)
+                    getattr(state, _TABLES[kind])[ident] = record
                     continue
                 running = self.running[unit_id] = UnitCounts(state, t, self._settle_tz)
-            running.admit(kind, ident, _record(kind, value))
+            running.admit(kind, ident, record)
         for unit_id, p in self.unit_partition.items():
             t = self.watermark.get(p)
             if t is not None and unit_id not in self.running:
@@ -330,6 +333,15 @@ class ScorerCore:
             self._last_risk[key] = status
             out.append(to_message(result, unit_id, window.name, name=unit.name, tz=tz))
         return out
+
+    def _may_have_lost(self, unit_id: str, window: Window) -> bool:
+        """After a rebuild, whether a unit with no score in ``window`` may have had one before
+        (what was sent is unknown then): only a withdrawal takes a dossier out of D, so only
+        a withdrawn dossier received in the window can have emptied it. Said once, it clears
+        the board's old score; units that never had one send nothing."""
+        received = self._withdrawn.get(unit_id)
+        return received is not None and any(
+            window.start_us <= r < window.end_us for r in received)
 
     def _split_unit(self, unit_id: str, partition: int) -> None:
         if unit_id not in self._split_warned:
@@ -391,7 +403,8 @@ class ScorerCore:
                 score = score_state(self.model, unit, state, window, t, counts)
                 fingerprint = (window.name, score.rated.total, tuple(sorted(score.counts.items())))
                 previous = self._last_sent.get(k)
-                if previous == fingerprint or (previous is None and score.rated.total is None):
+                if previous == fingerprint or (previous is None and score.rated.total is None
+                                               and not self._may_have_lost(unit_id, window)):
                     continue
                 self._last_sent[k] = fingerprint
                 msg = score.to_dict()
@@ -409,5 +422,6 @@ class ScorerCore:
                     "arrived_ms": self._pending_ts.get(unit_id),
                 })
                 out.append(msg)
+            self._withdrawn.pop(unit_id, None)
         self._pending_ts.clear()
         return out

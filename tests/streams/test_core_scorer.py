@@ -225,7 +225,7 @@ def test_held_facts_survive_a_rebuild(
     assert a.flush() == []
     b = ScorerCore(small_catalog, model, mem_store.recovered())
     b.rebuild({0})
-    assert b.flush() == []
+    assert b.flush() == []  # nothing withdrawn: it never had a score to take back
     b.process(feed.batch([
         ev.received("u1", "d1", at(0), at(100)),
         {"event_id": "pv1", "type": "petition.received", "occurred_at": at(5),
@@ -360,3 +360,28 @@ def test_a_unit_on_a_second_partition_behind_never_goes_back_in_time(
     assert u1["year:2024"]["indicators"]["on_time"]["den"] == 2
     assert u2["year:2024"]["indicators"]["on_time"]["den"] == 2
     assert "keyed by unit_id" in caplog.text
+
+
+def test_a_unit_that_lost_its_score_before_a_restart_is_said_so_after(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    """A withdrawal empties u1's windows and the worker restarts before its next flush: the
+    ranker (and the board) still hold u1's old score. What was sent before is unknown after a
+    rebuild, so a unit with no score but a withdrawn dossier in the window says so once
+    (SPEC 3: no score, no rank)."""
+    scorer = ScorerCore(small_catalog, model, mem_store)
+    scorer.process(feed.batch([ev.received("u1", "d1", at(0), at(600)),
+                               ev.received("u2", "d2", at(5), at(600))]))
+    assert by_window(scorer.flush(), "u1")["year:2024"]["total"] is not None
+    scorer.process(feed.batch([ev.dossier("withdrawn", "u1", "d1", at(60))]))
+    again = ScorerCore(small_catalog, model, mem_store.recovered())
+    again.rebuild({0})
+    out = again.flush()
+    u1 = by_window(out, "u1")
+    assert set(u1) == {"year:2024", "month:2024-05"}
+    assert all(m["total"] is None and m["band"] is None for m in u1.values())
+    assert by_window(out, "u2")["year:2024"]["total"] is not None
+    assert again.flush() == []  # once: not at every flush
+    fresh = ScorerCore(small_catalog, model, mem_store.recovered())
+    fresh.process(feed.batch([ev.received("u3", "d3", at(70), at(80))]))
+    assert "u3" in {m["unit_id"] for m in fresh.flush()}  # nothing held back otherwise
