@@ -81,7 +81,10 @@ class PolicyConfig:
 
 @dataclass(slots=True)
 class _UnitState:
-    armed: int  # band index the unit is considered to be in, for alerting
+    # band index the unit is considered to be in, for alerting; None until its first band
+    # change (an at-risk warning says nothing about it: the worker sends the warning for the
+    # new band before the ranker's band change arrives, so arming from it hid the drop)
+    armed: int | None
     last_sent_us: int | None = None
     last_sent_band: int | None = None
     at_risk_band: int | None = None  # band of the active at-risk warning, if any
@@ -130,6 +133,8 @@ class AlertPolicy:
         if ch.key in st.recent:
             return Decision(False, "duplicate")
         st.recent.append(ch.key)
+        if st.armed is None:
+            st.armed = band_index(ch.old_band)
         new_i = band_index(ch.new_band)
         st.at_risk_band = None  # the band moved: an at-risk warning for the new band is news
         if ch.direction == "down":
@@ -165,7 +170,7 @@ class AlertPolicy:
         band_i = band_index(w.band)
         st = self._states.get(key)
         if st is None:
-            st = self._states[key] = _UnitState(armed=band_i)
+            st = self._states[key] = _UnitState(armed=None)
         if not w.at_risk:
             st.at_risk_band = None
             return Decision(False, "at_risk_cleared")

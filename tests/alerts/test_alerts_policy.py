@@ -197,6 +197,20 @@ def test_at_risk_warns_once_per_band_and_re_warns_after_a_drop():
     assert policy.decide(parse_at_risk(at_risk_msg(True, band="fair", minutes=11))).send
 
 
+def test_a_drop_alerts_whichever_topic_is_read_first():
+    """The worker sends a warning for the unit's new band before the ranker's band change
+    arrives, and a rebuild interleaves the two topics arbitrarily: a warning never arms the
+    band, so the drop alerts in either order (it was lost as "hysteresis" after a warning)."""
+    warning = parse_at_risk(at_risk_msg(True, band="fair"))
+    drop = change("good", "fair", 78, 1)
+    for order in ((warning, drop), (drop, warning)):
+        policy = AlertPolicy()
+        reasons = {type(m).__name__: policy.decide(m if not isinstance(m, dict)
+                                                   else parse_band_change(m)).reason
+                   for m in order}
+        assert reasons["dict"] == "band_drop", order
+
+
 def test_malformed_at_risk_is_rejected():
     msg = at_risk_msg(True)
     msg["at_risk"] = "yes"
