@@ -150,6 +150,16 @@ _latest_window: dict[tuple[str, str], str] = {}
 _latest_lock = threading.Lock()
 
 
+def forget_unit_scores() -> None:
+    """Drop every ``bando_unit_score``/``bando_unit_band`` series: this process no longer
+    ranks (the ranker's partition moved to another worker, which publishes them now), and
+    left here they would be counted twice, and frozen."""
+    with _latest_lock:
+        _latest_window.clear()
+    UNIT_SCORE.clear()
+    UNIT_BAND.clear()
+
+
 def observe_unit_score(unit_id: str, window: str, total: float | None, band: str | None) -> None:
     """Set ``bando_unit_score``/``bando_unit_band`` from a published score, keeping the newest
     window of each kind (a late re-score of last month does not overwrite this month). A unit

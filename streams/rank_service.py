@@ -44,6 +44,7 @@ from aiokafka.errors import KafkaError
 from bando import kafka_auth, metrics
 from bando.settings import Settings
 from streams.ranker import RankerCore
+from streams.scorer import SEP
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,10 @@ class _Listener(ConsumerRebalanceListener):
         self.service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        """Nothing to hand over: a batch's offset is committed as soon as it is delivered."""
+        """Nothing to hand over (a batch's offset is committed as soon as it is delivered);
+        the score gauges are the next owner's to publish."""
+        if self.service.tp in revoked:
+            metrics.forget_unit_scores()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         # Loaded by the ranking loop, not here: aiokafka sends no heartbeats while this runs.
@@ -225,6 +229,11 @@ class RankerService:
             await loader.stop()
         self.core.rebuild()
         metrics.TABLE_ROWS.labels(table="ranked").set(len(self.store.data))
+        # the score gauges of every unit, not only of those ranked again from now on
+        metrics.forget_unit_scores()
+        for key, msg in self.store.data.items():
+            window, unit_id = key.split(SEP, 1)
+            metrics.observe_unit_score(unit_id, window, msg.get("total"), msg.get("band"))
         log.info("ranker: loaded %d changelog records (%d units x windows) in %.2f s",
                  n, len(self.store.data), time.perf_counter() - t0)
         await self._resume_from_faust_group()

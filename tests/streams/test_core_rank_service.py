@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from bando.settings import Settings
@@ -133,3 +134,20 @@ def test_an_undelivered_band_change_leaves_the_state_unsaved(score_msg) -> None:
     out = again.process([orjson.loads(r.value) for r in drop])
     assert [(b["old_band"], b["new_band"]) for b in out.band_changes] == [
         (score_msg("u1", 90.0)["band"], score_msg("u1", 40.0)["band"])]
+
+
+def test_a_ranker_that_loses_its_partition_drops_its_score_gauges() -> None:
+    """Left behind, two workers' gauges would count every unit twice, one of them frozen."""
+    from prometheus_client import REGISTRY
+
+    from bando import metrics
+    from streams.rank_service import _Listener
+
+    metrics.observe_unit_score("gauge-u", "month:2024-04", 61.5, "average")
+    labels = {"unit_id": "gauge-u", "window_kind": "month"}
+    assert REGISTRY.get_sample_value("bando_unit_score", labels) == 61.5
+    service = RankerService(Settings.from_env(env={}))
+    asyncio.run(_Listener(service).on_partitions_revoked({TopicPartition("other", 0)}))
+    assert REGISTRY.get_sample_value("bando_unit_score", labels) == 61.5  # not the ranker's
+    asyncio.run(_Listener(service).on_partitions_revoked({service.tp}))
+    assert REGISTRY.get_sample_value("bando_unit_score", labels) is None

@@ -24,8 +24,10 @@ from pipeline_support import (
     run,
     wait_until,
 )
+from prometheus_client import REGISTRY
 from test_pipeline_kafka import SHARED, check_equal, example_lines, final_time, truth
 
+from bando import metrics
 from bando.infra import ensure_project_topics
 from streams.rank_service import (
     RankerService,
@@ -101,14 +103,16 @@ def test_a_ranker_reads_its_whole_changelog_back(live_settings):
         await first.start()
         try:
             for i in range(50):
-                first.store.put("ranked", 0, f"month\x1fu{i}", {"unit_id": f"u{i}",
-                                                                "peer_group": "g"})
+                first.store.put("ranked", 0, f"month:2024-04\x1fu{i}", {
+                    "unit_id": f"u{i}", "peer_group": "g", "window": "month:2024-04",
+                    "total": 50.0 + i / 10, "band": "average"})
             await asyncio.gather(*await first.store.publish(first.producer))
             first.store.data.clear()
             await first.load()
             again = len(first.store.data)
         finally:
             await first.stop()
+        metrics.forget_unit_scores()  # as when the ranker's partition moves away
         second = RankerService(s)
         await second.start()
         try:
@@ -118,6 +122,10 @@ def test_a_ranker_reads_its_whole_changelog_back(live_settings):
             await second.stop()
 
     assert run(go()) == (50, 50)
+    # the new owner publishes every unit's gauges, not only those it ranks again
+    score = REGISTRY.get_sample_value("bando_unit_score",
+                                      {"unit_id": "u7", "window_kind": "month"})
+    assert score == 50.7
 
 
 def test_a_new_ranker_group_resumes_where_the_worker_group_stopped(live_settings):
