@@ -96,7 +96,9 @@ def build(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
             raise BandoError("--week is required when reading Kafka or an archive")
         first = min(resolve_window(args.window, week.end_us - k * WEEK_US, tz).start_us
                     for k in range(max(1, args.weeks)))
-        first = min(first, week.end_us - int(config.lookback_days * DAY_US))
+        # as far back as a dossier can count in a signal (overdue_open: a year), as the
+        # live service keeps: the digest, the signals and the wall agree (LEADERS.md)
+        first = min(first, week.end_us - int(config.history_days() * DAY_US))
         data = load_from_context(Context(args), first)
     if week is None:
         if data.last_ts is None:

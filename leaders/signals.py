@@ -98,6 +98,9 @@ def _default_rules() -> dict[str, dict[str, Any]]:
     return {k: _rules(k, DEFAULTS["signals"][k], {}, f"signals.{k}") for k in KINDS}
 
 
+_EPS = 1e-9  # float noise in ratios of counts; far below any meaningful difference
+
+
 @dataclass(frozen=True)
 class SignalConfig:
     """Thresholds: defaults, overridden by a JSON file, optionally per peer group."""
@@ -107,6 +110,13 @@ class SignalConfig:
     rules: dict[str, dict[str, Any]] = field(default_factory=_default_rules)
     by_group: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+
+    def history_days(self) -> float:
+        """How far back a dossier can still count in some signal: the look-back, or the
+        longest ``overdue_open`` horizon (a year by default)."""
+        return max([self.lookback_days] + [
+            float(rules["overdue_open"]["horizon_days"])
+            for rules in [self.rules, *self.by_group.values()]])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None = None) -> SignalConfig:
@@ -180,11 +190,13 @@ class Signal:
     def is_active(self, was_active: bool = False) -> bool:
         if not self.eligible:
             return False
-        return self.value >= (self.clear_below if was_active else self.threshold)
+        # values are ratios of counts and durations, in floats: one that is the threshold
+        # exactly (3/20 over 1/20 is 2.9999999999999996) reaches it; 1.99999 does not reach 2
+        return self.value >= (self.clear_below if was_active else self.threshold) - _EPS
 
     def to_dict(self, tz: str, max_listed: int) -> dict[str, Any]:
         return {"signal": self.key, "kind": self.kind, "unit_id": self.unit_id,
-                "procedure_id": self.procedure_id, "value": self.value,
+                "procedure_id": self.procedure_id, "value": round(self.value, 4),
                 "threshold": self.threshold, "clear_below": self.clear_below,
                 "as_of": format_ts(self.as_of, tz), "dossier_count": len(self.dossiers),
                 "dossiers": list(self.dossiers[:max_listed]), "detail": self.detail}
@@ -307,13 +319,16 @@ def _procedure_signals(f: UnitFindings, peers: list[UnitFindings],
             base = [p.procedures[proc].median_hours for p in peers if proc in p.procedures
                     and len(p.procedures[proc].hours) >= slow["min_dossiers"]]
             mine = ps.median_hours
-            if base and mine is not None:
-                baseline = statistics.median(v for v in base if v is not None)
+            medians = [v for v in base if v is not None]  # min_dossiers 0: peers with none
+            if medians and mine is not None:
+                baseline = statistics.median(medians)
                 floored = max(baseline, _FLOOR["slow_procedure"])
+                # compared unrounded (to_dict rounds): 1.99999 is not 2, and the list of
+                # dossiers slower than threshold x median is then never empty when raised
                 value = mine / floored
                 slower = sorted((h, d) for h, d in ps.hours if h > floored * slow["threshold"])
                 out.append(Signal(
-                    "slow_procedure", f.unit_id, proc, round(value, 4), float(slow["threshold"]),
+                    "slow_procedure", f.unit_id, proc, value, float(slow["threshold"]),
                     float(slow["clear_below"]), len(base) >= slow["min_peer_units"],
                     tuple(d for _, d in reversed(slower)),
                     {"median_hours": round(mine, 1), "peer_median_hours": round(baseline, 1),
@@ -322,13 +337,17 @@ def _procedure_signals(f: UnitFindings, peers: list[UnitFindings],
             base_s = [p.procedures[proc].supplement_share for p in peers if proc in p.procedures
                       and p.procedures[proc].dossiers >= sup["min_dossiers"]]
             share = ps.supplement_share or 0.0
-            if base_s:
-                baseline = statistics.median(v for v in base_s if v is not None)
+            shares = [v for v in base_s if v is not None]
+            if shares:
+                baseline = statistics.median(shares)
                 value = share / max(baseline, _FLOOR["supplement_rate"])
+                # shares are ratios of counts: a gap of exactly min_gap must count, and in
+                # floats 3/20 - 1/20 is 0.09999999999999999
+                gap_ok = share - baseline >= sup["min_gap"] - _EPS
                 out.append(Signal(
-                    "supplement_rate", f.unit_id, proc, round(value, 4), float(sup["threshold"]),
+                    "supplement_rate", f.unit_id, proc, value, float(sup["threshold"]),
                     float(sup["clear_below"]),
-                    len(base_s) >= sup["min_peer_units"] and share - baseline >= sup["min_gap"],
+                    len(base_s) >= sup["min_peer_units"] and gap_ok,
                     tuple(sorted(ps.with_supplement)),
                     {"share": round(share, 4), "peer_median_share": round(baseline, 4),
                      "peer_units": len(base_s), "dossiers": ps.dossiers}, f.as_of))

@@ -266,9 +266,7 @@ class SignalsService:
     def prune(self) -> int:
         """Forget dossiers received before every signal's horizon (they can never count
         again), so memory follows the look-back, not the topic's whole history."""
-        days = max([self.thresholds.lookback_days] + [
-            float(rules["overdue_open"]["horizon_days"])
-            for rules in [self.thresholds.rules, *self.thresholds.by_group.values()]])
+        days = self.thresholds.history_days()
         dropped = 0
         for p in self.partitions.values():
             if p.watermark is None:
