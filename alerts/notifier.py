@@ -9,6 +9,11 @@ Anti-flapping state (``alerts.policy``) is rebuilt on every partition assignment
 the partition from its beginning up to the committed offset *without* delivering: the policy is
 a pure function of the message sequence, so the rebuilt state is exactly the state the previous
 owner had, and a restart neither repeats a suppressed alert nor forgets a cool-down.
+
+A unit's state spans both topics (both keyed by unit_id, with the same partition count): the
+range assignor gives partition i of both to the same notifier (``ASSIGNORS``; aiokafka's
+default, round-robin, could split them between two notifiers, each forgetting the other's
+half on a rebalance).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from alerts.exceptions import DeadLetterError, InvalidBandChange, SinkError
@@ -35,6 +42,10 @@ from bando.settings import Settings
 from bando.takeover import Takeover
 
 log = logging.getLogger(__name__)
+
+# range first (co-partitioned topics stay together); round-robin second, so that a group whose
+# older members know only it still forms during a rolling upgrade
+ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
@@ -265,6 +276,7 @@ class Notifier:
             group_id=self.config.group_id,
             enable_auto_commit=False,
             auto_offset_reset=self.config.auto_offset_reset,
+            partition_assignment_strategy=ASSIGNORS,
             **self.config.kafka,
         )
         self._consumer = consumer

@@ -149,3 +149,30 @@ async def test_takeover_stops_retrying_when_the_service_stops() -> None:
     asyncio.get_running_loop().call_later(0.5, stop.set)
     assert not await takeover.ready_for(consumer, {TP: [_Record(4), _Record(5)]}, stop)
     assert consumer.seeks == [4] and len(calls) >= 3 and takeover.failed == [TP]
+
+
+def test_a_units_two_topics_go_to_the_same_notifier() -> None:
+    """band-changes and at-risk are keyed by unit_id with the same partition count: the
+    notifier's first assignor keeps partition i of both on one member (round-robin, aiokafka's
+    default, split them: each notifier held half of a unit's alerting state)."""
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    from alerts.notifier import ASSIGNORS
+
+    class Cluster:
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0, 1, 2}
+
+    topics = ["band-changes", "at-risk"]
+
+    def owners(assignor: Any) -> dict[int, set[str]]:
+        members = {m: assignor.metadata(topics) for m in ("notifier-a", "notifier-b")}
+        out: dict[int, set[str]] = {}
+        for member, assignment in assignor.assign(Cluster(), members).items():
+            for _topic, partitions in assignment.assignment:
+                for p in partitions:
+                    out.setdefault(p, set()).add(member)
+        return out
+
+    assert all(len(m) == 1 for m in owners(ASSIGNORS[0]).values())
+    assert any(len(m) == 2 for m in owners(RoundRobinPartitionAssignor).values())
