@@ -10,10 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from statistics import median
 from typing import Any
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape as _xml_escape
 
 from scoring.model import Model
 from scoring.timeutil import format_ts, parse_ts
+
+# characters XML 1.0 cannot hold at all, even escaped (C0 controls but tab, newline, return)
+_NOT_XML = {c: None for c in range(32) if c not in (9, 10, 13)}
+
+
+def escape(text: str) -> str:
+    """XML-escaped, without the control characters that would make the SVG unreadable."""
+    return _xml_escape(text.translate(_NOT_XML))
 
 BAND_COLOURS = {"weak": "#f8d7d5", "average": "#fde8c8", "fair": "#fbf4c4", "good": "#dcefd6",
                 "excellent": "#d2e8f7"}

@@ -29,12 +29,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", default="month",
                         help="month | quarter | year (the one holding --at) or month:2024-04 ...")
     parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument("--limit", type=int, default=10,
+    parser.add_argument("--limit", type=_count, default=10,
                         help="items listed per indicator that lost points (default 10)")
     parser.add_argument("--chart", metavar="FILE.svg",
                         help="also draw the peer group at --at, this unit highlighted")
     parser.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     add_source_options(parser)
+
+
+def _count(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,20 +55,20 @@ def run(args: argparse.Namespace) -> int:
         window = resolve_window(args.window, t, tz)
         history, _ = ctx.history(window.start_us)
         doc = explain(history, ctx.catalog, ctx.model, args.unit, t, window, limit=args.limit)
-    except (BandoError, OSError) as exc:
-        return fail("explain", exc)
-    data = (orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n" if args.format == "json"
-            else render_text(doc).encode())
-    if args.output and args.output != "-":
-        Path(args.output).write_bytes(data)
-    else:
-        sys.stdout.buffer.write(data)
-    if args.chart:
-        from audit.charts import peer_chart
+        data = (orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n" if args.format == "json"
+                else render_text(doc).encode())
+        if args.output and args.output != "-":
+            Path(args.output).write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+        if args.chart:
+            from audit.charts import peer_chart
 
-        scores = [{**u, "name": ctx.catalog.by_id[u["unit_id"]].name}
-                  for u in doc["peers"]["units"]]
-        title = f"{doc['peer_group']} - {doc['window']} - as of {doc['as_of']}"
-        Path(args.chart).write_text(peer_chart(scores, ctx.model, title=title,
-                                               highlight=args.unit), encoding="utf-8")
+            scores = [{**u, "name": ctx.catalog.by_id[u["unit_id"]].name}
+                      for u in doc["peers"]["units"]]
+            title = f"{doc['peer_group']} - {doc['window']} - as of {doc['as_of']}"
+            Path(args.chart).write_text(peer_chart(scores, ctx.model, title=title,
+                                                   highlight=args.unit), encoding="utf-8")
+    except (BandoError, OSError) as exc:  # an unwritable -o or --chart too: exit 2
+        return fail("explain", exc)
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
@@ -183,6 +184,7 @@ def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms
     quarter = acceptor.validator.max_bytes // 4  # a text of that length is under the limit
     loads, not_json = orjson.loads, orjson.JSONDecodeError
     expected = sum(p.stat().st_size for p in paths) * 3 // TYPICAL_LINE  # gzip: ~1/3
+    admitted = 0
     with paused_gc():
         tables = _Tables(acceptor, FirstSeen(days.body_at, expected))
         functions, slow = tables.fused.functions, tables.slow
@@ -190,13 +192,13 @@ def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms
             base = index << 32
             try:
                 lines = days.lines(index)
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:  # a corrupt gzip: exit 2, not 1
                 raise AuditError(f"{source.name}: cannot read {path}: {exc}") from exc
             for number, line in enumerate(lines):
                 try:
                     d = loads(line)
                     p, o = d["p"], d["o"]
-                except (not_json, KeyError) as exc:
+                except (not_json, KeyError, TypeError) as exc:  # TypeError: not an object
                     raise AuditError(f"{source.name}: cannot read {path}: {exc}") from exc
                 if p in stopped or o <= last_of(p, -1):
                     continue  # ended, or a repeat (an archive run re-done after a crash)
@@ -210,6 +212,7 @@ def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms
                         stopped.add(p)
                         continue
                 last[p] = o
+                admitted += 1
                 if dlq is not None and (p, o) in dlq:  # the worker's verdict
                     acceptor.accept(decode_record(topic, line))
                     continue
@@ -227,4 +230,6 @@ def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms
                 else:
                     raw = decode_record(topic, line).value or b""
                 slow(event, raw, f"{topic}[{p}]@{o}", base | number)  # type: ignore[arg-type]
+        if since_ms is None and until_ms is None:
+            source.check_complete(topic, admitted)
         return tables.history()

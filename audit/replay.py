@@ -209,16 +209,20 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
     fixed = spec.fixed_window(tz)
     if fixed is None and spec.window not in KINDS:
         raise AuditError(f"not a window: {spec.window!r}")
+    for u in spec.units:
+        if u not in catalog:
+            raise AuditError(f"unit {u!r} is not in the catalog")
     start = spec.start if spec.start is not None else (
         fixed.start_us if fixed is not None else history.first_ts)
     end = spec.end if spec.end is not None else history.last_ts
     if start is None or end is None:
         return
     if end < start:
+        if spec.end is None and fixed is not None:
+            raise AuditError(f"window {fixed.name} starts after the last event "
+                             f"({format_ts(end, tz)}): no data yet (give --end to see it "
+                             "empty)")
         raise AuditError("the time range ends before it starts")
-    for u in spec.units:
-        if u not in catalog:
-            raise AuditError(f"unit {u!r} is not in the catalog")
     selected = set(spec.units) if spec.units else set(catalog.by_id)
     groups = {catalog.by_id[u].peer_group for u in selected}
     members = {g: ids for g, ids in catalog.peer_groups.items() if g in groups}

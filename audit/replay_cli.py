@@ -87,7 +87,12 @@ class Context:
         self.catalog: Catalog = load_catalog(args.units or s.catalog_path or None)
         self.model: Model = load_model(args.model or s.model)
         self.source = open_source(s, events=args.events, archive=args.archive,
-                                  bootstrap=args.bootstrap)
+                                  bootstrap=args.bootstrap, topic=self.events_topic)
+        if args.known_at and args.events:
+            # a file's lines carry no arrival time: the cut would silently keep everything
+            raise BandoError("--known-at needs arrival times: an --archive or Kafka, not "
+                             "--events")
+
         # the worker's limit, for files too: `bando score` and the live map agree on too_large
         self.max_bytes = s.max_message_bytes
         tz = self.model.timezone
@@ -166,6 +171,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         ctx = Context(args)
+        for u in args.unit:  # a typo must not pass as "0 of N messages checked: OK"
+            if u not in ctx.catalog:
+                raise BandoError(f"unit {u!r} is not in the catalog")
         if args.verify:
             return _verify(ctx, args)
         return _replay(ctx, args)
@@ -201,6 +209,13 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
     from audit.replay import TimelineSpec, csv_lines, paused_gc, peer_scores, timeline
 
     tz = ctx.model.timezone
+    # the chart options are checked before a replay that may run for minutes
+    if args.chart and len(args.unit) != 1:
+        raise BandoError("--chart needs exactly one --unit")
+    if args.peer_chart and not args.day:
+        raise BandoError("--peer-chart needs --day")
+    if args.peer_chart and not (args.peer_group or args.unit):
+        raise BandoError("--peer-chart needs --peer-group or --unit")
     spec = TimelineSpec(window=args.window, start=parse_time(args.start, tz),
                         end=parse_time(args.end, tz, end=True), units=tuple(args.unit),
                         every=args.every, check_core=args.check_core)

@@ -94,6 +94,8 @@ def test_charts_are_wellformed_and_escape_names(history, example_catalog, model,
     peers.append({"unit_id": "x", "name": "<x>", "total": None, "band": None, "rank": None})
     ET.fromstring(peer_chart(peers, model, title="t & <g>", highlight="quan-01").encode())
     ET.fromstring(unit_chart([], model, title="empty").encode())
+    # a control character (the catalog takes it) must not make the SVG unreadable
+    ET.fromstring(peer_chart(peers, model, title="bell \x07 & tab\t").encode())
 
 
 def test_cli_replay_explain_and_charts(example_dir, example_catalog, tmp_path: Path,
@@ -118,6 +120,37 @@ def test_cli_replay_explain_and_charts(example_dir, example_catalog, tmp_path: P
     assert doc["unit_id"] == "quan-01" and doc["window"] == "year:2024"
     ET.parse(tmp_path / "e.svg")
     assert main(["explain", "nobody", "--at", T, "--events", events, "--units", units]) == 2
+
+
+def test_cli_refuses_what_it_cannot_do_before_the_work(example_dir, tmp_path: Path,
+                                                      capsys):  # type: ignore[no-untyped-def]
+    """Exit 2 with a message, never 0 with a wrong answer, never a traceback (exit 1 is a
+    verification mismatch): found in review."""
+    events, units = str(example_dir / "events.jsonl"), str(example_dir / "catalog.json")
+    src = ["--events", events, "--units", units]
+    out = tmp_path / "rows.csv"
+    cases = [
+        # a file has no arrival times: --known-at would silently keep everything
+        (["replay", *src, "--known-at", "2000-01-01"], "needs arrival times"),
+        # a typo would check 0 messages and say OK
+        (["replay", "--verify", *src, "--unit", "nosuch"], "not in the catalog"),
+        (["replay", *src, "--unit", "nosuch", "--format", "csv"], "not in the catalog"),
+        # checked before a replay that may run for minutes, and before -o is written
+        (["replay", *src, "--unit", "quan-01", "--unit", "quan-02", "--chart",
+          str(tmp_path / "c.svg"), "-o", str(out)], "--chart needs exactly one --unit"),
+        (["replay", *src, "--unit", "quan-01", "--peer-chart", str(tmp_path / "p.svg"),
+          "-o", str(out)], "--peer-chart needs --day"),
+        (["replay", *src, "--window", "month:2031-01"], "starts after the last event"),
+        (["explain", "quan-01", "--at", T, *src, "-o", str(tmp_path / "no" / "x.txt")],
+         "No such file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+        assert not out.exists(), argv
+    with pytest.raises(SystemExit) as stop:
+        main(["explain", "quan-01", "--at", T, *src, "--limit", "-1"])
+    assert stop.value.code == 2
 
 
 def test_a_long_timeline_logs_its_progress(example_dir, tmp_path: Path, caplog,

@@ -254,6 +254,39 @@ def test_archive_survives_a_rerun_after_a_crash(tmp_path: Path):
     assert per_partition(read_all(ArchiveSource(tmp_path))) == per_partition(recs)
 
 
+def test_a_missing_or_corrupt_day_file_is_an_error_not_other_scores(tmp_path: Path):
+    """The manifest counts what was archived: a whole-history read that finds fewer records
+    fails (a lost day file changed every later score, silently); a corrupt gzip or a line
+    that is not an object is an AuditError (exit 2), not a traceback (exit 1 = mismatch)."""
+    from audit.exceptions import AuditError
+    from audit.ingest import Acceptor, load_history
+    from scoring.catalog import Catalog
+
+    recs = records(200)
+    export(MemorySource({"ev": recs}), ["ev"], tmp_path)
+    files = [path for _, path in day_files(tmp_path, "ev")]
+    archive = ArchiveSource(tmp_path)
+    catalog = Catalog.from_list([{"unit_id": "u1", "name": "u1", "peer_group": "g"}])
+    load_history(archive, "ev", Acceptor(catalog, 65536))  # whole: fine
+    files[1].unlink()
+    with pytest.raises(AuditError, match="missing or cut"):
+        read_all(archive)
+    with pytest.raises(AuditError, match="missing or cut"):
+        load_history(archive, "ev", Acceptor(catalog, 65536))
+    assert read_all(archive, since_ms=recs[-1].timestamp_ms)  # a window: not checked
+    data = bytearray(files[0].read_bytes())
+    data[60:76] = bytes(16)
+    files[0].write_bytes(bytes(data))
+    for read in (lambda: read_all(archive),
+                 lambda: load_history(archive, "ev", Acceptor(catalog, 65536))):
+        with pytest.raises(AuditError, match="cannot read"):
+            read()
+    with gzip.open(files[0], "wb") as fh:
+        fh.write(b"[1, 2]\n")
+    with pytest.raises(AuditError, match="cannot read"):
+        load_history(archive, "ev", Acceptor(catalog, 65536))
+
+
 def test_file_source_offsets_are_line_numbers(tmp_path: Path):
     f = tmp_path / "e.jsonl"
     f.write_bytes(b'{"a":1}\n\n{"a":2}\n')
