@@ -58,7 +58,9 @@ class Screen:
         self.wake = asyncio.Event()
         self.held: list[bytes] | None = []  # not None: waiting for a snapshot
         self.closed = False
-        self.overflowed = False  # lost held changes: needs one more snapshot
+        # needs one more snapshot after the one being read: held changes were lost, or the
+        # window changed while it was read (the page drops changes of a window it lacks)
+        self.overflowed = False
         self.since = time.monotonic()
 
     def push(self, data: bytes, max_buffer: int) -> None:
@@ -95,6 +97,7 @@ class Hub:
         self.redis_ok = False
         self.last_change = 0.0  # monotonic time of the last change fanned out
         self._waiting: list[Screen] = []
+        self._reading: set[Screen] = set()  # screens whose snapshot is being read
         self._want_snapshot = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,6 +159,10 @@ class Hub:
             if s.held is None:
                 s.held = []
                 self._waiting.append(s)
+            elif s in self._reading:
+                # the snapshot being read may predate this change (a new month, then a new
+                # year a few ms later): it would stay on the old board for good
+                s.overflowed = True
         self._want_snapshot.set()
 
     def resync(self) -> None:
@@ -227,17 +234,23 @@ class Hub:
             if self._stopping:
                 return
             batch, self._waiting = self._waiting, []
+            self._reading = set(batch)
             try:
                 snap = await store.read_snapshot(self.redis, self.keys)
                 if self.decorator is not None:
                     await self.decorator.snapshot(self.redis, self.keys, snap)
             except (RedisError, OSError) as exc:
                 log.debug("snapshot read failed: %r", exc)
+                self._reading = set()
                 self._waiting = batch + self._waiting
                 self._set_redis(False)
                 await asyncio.sleep(0.5)
                 self._want_snapshot.set()
                 continue
+            self._reading = set()
+            # a read that works says Redis is back (a failed read said it was down, and a
+            # subscription that never broke would never say otherwise)
+            self._set_redis(True)
             snap["server_time"] = datetime.now(UTC).isoformat(timespec="seconds")
             data = frame("snapshot", orjson.dumps(snap))
             for s in batch:
