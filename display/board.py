@@ -153,6 +153,8 @@ def _set_rank(rec: Record, new: int | None, old: int | None, as_of: str) -> None
     before = rec["rank"] if old is None else old
     if new is not None and before is not None and new != before:
         rec["move"] = {"from": before, "to": new, "as_of": as_of}
+    elif new is None:
+        rec["move"] = None  # no rank, no movement: an arrow beside "no score" misleads
     rec["rank"] = new
 
 

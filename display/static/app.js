@@ -5,15 +5,21 @@ import { render, renderChrome, setConnection } from "./render.js";
 const params = new URLSearchParams(location.search);
 const list = (name, fallback) =>
   (params.get(name) || fallback).split(",").map((s) => s.trim()).filter(Boolean);
+// a kiosk parameter as a number within [lo, hi]; a typo ("abc") gives the default, not NaN
+// (NaN pages: no board at all)
+const number = (name, fallback, lo, hi) => {
+  const n = Number(params.get(name) || fallback);
+  return Number.isFinite(n) ? Math.min(hi, Math.max(lo, n)) : fallback;
+};
 
 export const options = {
   lang: params.get("lang") === "en" ? "en" : "vi",
   windows: list("window", "month"), // window kinds shown: month, year (quarter too)
   groups: params.get("group") ? list("group", "") : null, // null: every group, districts first
   views: list("view", "board,map"), // board and/or map
-  rotate: Math.max(0, Number(params.get("rotate") || 0)), // seconds per view, 0 = no rotation
-  rows: Math.min(20, Math.max(4, Number(params.get("rows") || 11))), // rows per column
-  columns: Math.min(3, Math.max(1, Number(params.get("columns") || 2))),
+  rotate: number("rotate", 0, 0, 86400), // seconds per view, 0 = no rotation
+  rows: Math.round(number("rows", 11, 4, 20)), // rows per column
+  columns: Math.round(number("columns", 2, 1, 3)),
 };
 
 // windows: kind -> current window; boards: window -> Map(unit_id -> row)
@@ -94,6 +100,11 @@ function applySnapshot(snap) {
     for (const list_ of Object.values(groups)) for (const r of list_) rows.set(r.unit_id, r);
     state.boards[window] = rows;
   }
+  // a snapshot replaces the board: flashes of rows it no longer has would pile up for ever
+  for (const key of state.flashes.keys()) {
+    const [window, unit] = key.split("|");
+    if (!state.boards[window] || !state.boards[window].has(unit)) state.flashes.delete(key);
+  }
   state.received = new Date();
   state.snapshots += 1;
   scheduleRender();
@@ -118,6 +129,7 @@ let source = null;
 let lastHeard = 0;
 let retryDelay = 1000;
 let pingSeconds = 15;
+let retryTimer = null; // one pending retry at most: the watchdog and onerror both retry
 
 function setConn(conn) {
   state.conn = conn;
@@ -125,6 +137,8 @@ function setConn(conn) {
 }
 
 function connect() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
   if (source) source.close();
   setConn(state.conn === "live" ? "reconnecting" : state.conn);
   source = new EventSource("events");
@@ -154,7 +168,8 @@ function connect() {
     setConn("reconnecting");
     if (source.readyState === EventSource.CLOSED) {
       // the browser gave up (an HTTP error): retry ourselves, backing off
-      setTimeout(connect, retryDelay);
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 15000);
     }
   };
@@ -162,7 +177,7 @@ function connect() {
 
 // A connection that stays open but silent (a half-open TCP link) is reopened.
 setInterval(() => {
-  if (source && lastHeard && Date.now() - lastHeard > pingSeconds * 3000) {
+  if (source && !retryTimer && lastHeard && Date.now() - lastHeard > pingSeconds * 3000) {
     lastHeard = Date.now();
     connect();
   }

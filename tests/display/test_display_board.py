@@ -284,3 +284,12 @@ def test_final_row_does_not_depend_on_arrival_order_nor_on_repeats(msgs):
     for perm in itertools.islice(itertools.permutations(msgs), 24):
         got = _final(list(perm) + list(perm))  # every message delivered twice
         assert {k: got[k] for k in keys} == {k: expected[k] for k in keys}
+
+
+def test_a_row_that_loses_its_rank_loses_its_arrow():
+    rec = board.apply(None, board.SCORE, score(rank=5), 1000)
+    rec = board.apply(rec, board.SCORE, score(rank=2, as_of="2024-04-14T18:00:00+07:00"), 1001)
+    assert rec is not None and rec["move"]["to"] == 2
+    gone = board.apply(rec, board.SCORE, score(total=None, band=None, rank=None,
+                                               as_of="2024-04-14T19:00:00+07:00"), 1002)
+    assert gone is not None and gone["rank"] is None and board.view(gone)["move"] is None

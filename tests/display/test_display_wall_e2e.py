@@ -233,6 +233,13 @@ async def test_the_wall_shows_the_live_board(stack, tmp_path):
         await browser.goto(base + "?group=district&view=board,map&rotate=2")
         await browser.wait_for("document.getElementById('view').dataset.view === 'board'")
         await browser.wait_for("document.getElementById('view').dataset.view === 'map'", 8)
+        # a mistyped kiosk parameter falls back to its default (NaN pages: no board at all)
+        count = "document.querySelectorAll('#view .row').length"
+        await browser.goto(base + "?group=district")
+        await browser.wait_for(f"{count} >= 22", 15)
+        rows = await browser.evaluate(count)
+        await browser.goto(base + "?group=district&rows=abc&columns=two")
+        await browser.wait_for(f"{count} === {rows}", 15)
 
         assert browser.dialogs == [], f"a script from data ran: {browser.dialogs}"
         assert browser.errors == [], browser.errors
