@@ -101,7 +101,9 @@ function commitStatus(c) {
 // How far an open commitment is towards its target, in whole percent (null: no value yet).
 function commitPercent(c) {
   if (typeof c.value !== "number" || typeof c.target !== "number" || c.target <= 0) return null;
-  return Math.max(0, Math.min(100, Math.floor((100 * c.value) / c.target)));
+  const pct = Math.max(0, Math.min(100, Math.floor((100 * c.value) / c.target)));
+  // the value is rounded to 4 places (0.89996 -> 0.9): an open one is never shown as 100 %
+  return commitStatus(c) === "open" ? Math.min(pct, 99) : pct;
 }
 
 function commitLine(c, lang) {
