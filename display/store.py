@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -67,6 +68,11 @@ class Keys:
     @property
     def rev(self) -> str:
         return f"{self.prefix}:rev"
+
+    @property
+    def updated(self) -> str:
+        """Wall time of the last write a screen sees (the page's "updated at")."""
+        return f"{self.prefix}:updated"
 
     @property
     def channel(self) -> str:
@@ -225,6 +231,10 @@ async def _transaction(
         if old_w is not None:
             _expire_window(pipe, keys, old_w, old_groups[old_w])
         published.append(orjson.dumps({"t": "window", "kind": kind, "window": new_w}))
+    if shown:
+        # the time the board last changed for a screen, kept with it: a snapshot after a
+        # gateway restart or a reconnect must not make an old board look fresh
+        pipe.set(keys.updated, datetime.now(UTC).isoformat(timespec="seconds"))
     revs = {key: first_rev + i for i, key in enumerate(shown)}
     for key in changed:
         rec = rows[key]
@@ -288,4 +298,6 @@ async def read_snapshot(redis: Redis, keys: Keys) -> dict[str, Any]:
             v = orjson.loads(blob)
             groups.setdefault(v.get("peer_group") or "", []).append(v)
         boards[window] = {g: board.order_views(vs) for g, vs in sorted(groups.items())}
-    return {"windows": current, "boards": boards}
+    updated = await redis.get(keys.updated)
+    return {"windows": current, "boards": boards,
+            "updated": _text(updated) if updated is not None else None}

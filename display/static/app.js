@@ -105,7 +105,9 @@ function applySnapshot(snap) {
     const [window, unit] = key.split("|");
     if (!state.boards[window] || !state.boards[window].has(unit)) state.flashes.delete(key);
   }
-  state.received = new Date();
+  // when the board last changed (the writer's stamp), not when this page got it: a
+  // reconnect must not make a board the feed stopped updating look fresh
+  if (snap.updated) state.received = new Date(snap.updated);
   state.snapshots += 1;
   scheduleRender();
 }

@@ -234,7 +234,11 @@ export function renderChrome(state, cur, options) {
   byId("window-label").textContent = windowLabel(view.window || `${view.kind}:`, options.lang);
   byId("page-label").textContent = view.type === "board" && view.pages > 1
     ? t.page(view.page + 1, view.pages) : "";
-  byId("updated").textContent = `${t.updated} ${state.received ? formatTime(state.received, options.lang, false) : t.never}`;
+  // with its date once it is not today's: an old time of day reads as fresh
+  const updated = state.received;
+  const today = updated && formatTime(updated, "en", true).slice(0, 10)
+    === formatTime(new Date(), "en", true).slice(0, 10);
+  byId("updated").textContent = `${t.updated} ${updated ? formatTime(updated, options.lang, !today) : t.never}`;
   const asOf = latestAsOf(state, view.window);
   byId("as-of").textContent = `${t.asOf} ${asOf ? formatTime(asOf, options.lang, true) : t.never}`;
   const models = new Set();

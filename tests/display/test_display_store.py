@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from wall_support import sample_board, score_message
 
 from display import board, store
+from scoring.timeutil import parse_ts
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +90,17 @@ async def test_a_replayed_batch_changes_and_publishes_nothing(redis, ready):
     batch = items(sample_board(W, AS_OF))
     await store.apply_batch(redis, keys, batch, {})
     before = await redis.hgetall(keys.units(W))
+    # the board's "updated at" is the writer's stamp, and only a change moves it
+    stamp = (await store.read_snapshot(redis, keys))["updated"]
+    assert stamp is not None and parse_ts(stamp) is not None
+    await redis.set(keys.updated, "2024-01-01T00:00:00+00:00")
     pubsub = await collect(redis, keys.channel)
     result = await store.apply_batch(redis, keys, batch, {("unit-scores", 0): 5})
     assert result.changed == 0
     assert await drain(pubsub) == []
     assert await redis.hgetall(keys.units(W)) == before
     assert await store.read_offsets(redis, keys) == {("unit-scores", 0): 5}  # position moves on
+    assert (await store.read_snapshot(redis, keys))["updated"] == "2024-01-01T00:00:00+00:00"
     await pubsub.aclose()
 
 
