@@ -209,6 +209,16 @@ def _median(values: list[Any]) -> float | None:
     return round(statistics.median(vals), 4) if vals else None
 
 
+# what an indicator's denominator counts (SPEC 3), for "needs ... first" (default: dossiers)
+_COUNTED = {
+    "announced_on_time": "publications", "publicized_on_time": "publications",
+    "content_complete": "publications", "online_uptake": "online-eligible dossiers",
+    "full_online": "online-eligible dossiers", "paid_online": "fee-paying dossiers",
+    "online_payment_procedures": "fee-paying dossiers", "e_result": "completed dossiers",
+    "petitions_on_time": "petitions", "petition_satisfaction": "rated petitions",
+}
+
+
 def render_text(doc: dict[str, Any], gains: int = 5) -> str:
     """A terminal report of ``explain``'s document."""
     head = f"{doc['name']} ({doc['unit_id']}, {doc['peer_group']})  {doc['window']}  " \
@@ -231,7 +241,7 @@ def render_text(doc: dict[str, Any], gains: int = 5) -> str:
     lines += ["", f"sum of points {c['sum_points']} / {c['sum_max']} -> total "
               f"{c['total_from_points']}", "", "Largest gains (indicator brought to target):"]
     for g in doc["gains"][:gains]:
-        need = ("needs dossiers/petitions first" if g["needs_items"]
+        need = (f"needs {_COUNTED.get(g['indicator'], 'dossiers')} first" if g["needs_items"]
                 else f"{g['successes_needed']} more successes")
         lines.append(f"  +{g['gain_total']:.2f}  {g['indicator']} ({need})")
     for i in doc["indicators"]:

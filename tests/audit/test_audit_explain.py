@@ -188,3 +188,14 @@ def test_replay_as_a_subprocess_writes_everything_before_its_quick_exit(
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert proc.stdout == in_process and len(in_process.splitlines()) > 1000
     assert b"replay:" in proc.stderr  # the log's last line, flushed too
+
+
+def test_a_gain_names_what_its_indicator_counts(history, example_catalog, model):
+    """so-00 has no publication yet early in March: its transparency gains need publications,
+    e_result completed dossiers (the text said "dossiers/petitions" for all)."""
+    t = parse_ts("2024-03-05T17:00:00+07:00")
+    window = resolve_window("month", t, model.timezone)
+    text = render_text(explain(history, example_catalog, model, "so-00", t, window))
+    assert "announced_on_time (needs publications first)" in text
+    assert "e_result (needs completed dossiers first)" in text
+    assert "dossiers/petitions" not in text
