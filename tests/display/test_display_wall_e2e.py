@@ -221,6 +221,11 @@ async def test_the_wall_shows_the_live_board(stack, tmp_path):
             "document.documentElement.outerHTML.includes('&lt;img src=x')"
         )
         await browser.screenshot(ARTIFACTS / "wall-escaping.png")
+        # the longest header (English, wards, paged): the state and times stay on screen
+        for element in ("conn", "updated", "as-of"):
+            right = await browser.evaluate(
+                f"document.getElementById('{element}').getBoundingClientRect().right")
+            assert right <= await browser.evaluate("window.innerWidth"), element
 
         # -- map view, English, and kiosk rotation -----------------------------------------
         await browser.goto(base + "?view=map&lang=en")
