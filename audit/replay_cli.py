@@ -253,13 +253,8 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
             out.close()
     if args.chart:
         _unit_chart(ctx, args, rows, history)
-    if args.peer_chart:
-        if not args.day:
-            raise BandoError("--peer-chart needs --day")
-        group = args.peer_group or (ctx.catalog.by_id[args.unit[0]].peer_group
-                                    if args.unit and args.unit[0] in ctx.catalog else None)
-        if group is None:
-            raise BandoError("--peer-chart needs --peer-group or --unit")
+    if args.peer_chart:  # its options were checked before the replay
+        group = args.peer_group or ctx.catalog.by_id[args.unit[0]].peer_group
         t = parse_time(args.day, tz, end=True)
         assert t is not None
         scores, window = peer_scores(history, ctx.catalog, ctx.model, group, args.window, t)
@@ -276,9 +271,7 @@ def _unit_chart(ctx: Context, args: argparse.Namespace, rows: list[dict[str, Any
                 history: Any) -> None:
     from audit.charts import unit_chart
 
-    if len(args.unit) != 1:
-        raise BandoError("--chart needs exactly one --unit")
-    unit = ctx.catalog.by_id[args.unit[0]]
+    unit = ctx.catalog.by_id[args.unit[0]]  # exactly one, in the catalog: checked in run
     mine = [r for r in rows if r["unit_id"] == unit.unit_id]
     end = args.end and parse_time(args.end, ctx.model.timezone, end=True)
     end_text = format_ts(end or history.last_ts, ctx.model.timezone) if (
