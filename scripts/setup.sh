@@ -39,6 +39,20 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get update -qq -o Acquire::Retries=3
   "${sudo[@]}" apt-get install -y -qq -o Acquire::Retries=3 \
     "${missing[@]}" >/dev/null
+  # ... nor at the next boot: packaged prometheus and its node exporter listen on every
+  # interface. Only services this script installed are disabled, never a user's own.
+  services=()
+  for pkg in "${missing[@]}"; do
+    case $pkg in
+      redis-server) services+=(redis-server) ;;
+      prometheus) services+=(prometheus prometheus-node-exporter) ;;
+    esac
+  done
+  if ((${#services[@]})) && command -v systemctl >/dev/null 2>&1; then
+    for svc in "${services[@]}"; do
+      "${sudo[@]}" systemctl disable "$svc" >/dev/null 2>&1 || true
+    done
+  fi
 fi
 
 # --- Python package --------------------------------------------------------------------------
