@@ -192,9 +192,10 @@ READ_BUFFER = 1 << 20
 
 
 def body_at(fh: BinaryIO, offset: int) -> dict[str, Any]:
-    """The event on the line that starts at ``offset`` (an accepted one)."""
+    """The event on the line that starts at ``offset`` (an accepted one). Stripped as the
+    load strips a line it validates: JSON allows no form feed or vertical tab around it."""
     fh.seek(offset)
-    body: dict[str, Any] = orjson.loads(fh.readline())
+    body: dict[str, Any] = orjson.loads(fh.readline().strip())
     return body
 
 
