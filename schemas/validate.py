@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from schemas.exceptions import EventRejected
-from schemas.fastcheck import extras_check, fast_source
+from schemas.fastcheck import DUE_AFTER_OCCURRED, extras_check, fast_source
 from scoring.catalog import Catalog
 from scoring.events import EVENT_TYPES, NO_TIMES, Event, body_digest
 from scoring.timeutil import FAST_TABLES, parse_ts
@@ -256,7 +256,7 @@ class Validator:
         for name in rules.timestamps:
             if body.get(name) is not None:
                 times[name] = parse_ts(body[name])  # type: ignore[assignment]
-        if "due_at" in times and times["due_at"] <= ts:
+        if event_type in DUE_AFTER_OCCURRED and times["due_at"] <= ts:
             raise EventRejected(
                 "schema_violation", f"{event_type}: due_at must be after occurred_at"
             )

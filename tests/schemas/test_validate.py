@@ -275,7 +275,6 @@ SCHEMA_VIOLATIONS = [
     ("amount as bool", "dossier.paid", {"amount_vnd": True}),
     ("due_at before occurred_at", "dossier.received", {"due_at": EARLIER}),
     ("due_at equal to occurred_at", "dossier.received", {"due_at": OCC}),
-    ("petition due before", "petition.received", {"due_at": EARLIER}),
     ("full_online in person", "dossier.received", {"channel": "in_person"}),
     ("full_online postal", "dossier.received", {"channel": "postal"}),
     ("bad new_due_at", "dossier.supplement_requested", {"new_due_at": "soon"}),
@@ -304,6 +303,17 @@ def test_due_at_equal_is_rejected_but_one_microsecond_later_accepted(v: Validato
     assert rejected_code(v, raw(body_of("dossier.received", due_at="2024-04-01T01:00:00Z"))) == (
         "schema_violation"
     )
+
+
+@pytest.mark.parametrize("due", [EARLIER, OCC])
+def test_petition_may_arrive_already_due(v: Validator, due: str) -> None:
+    # SPEC 1 sets "due_at after occurred_at" for dossier.received only
+    body = body_of("petition.received", due_at=due)
+    event = v.validate(raw(body))
+    assert event.times["due_at"] <= event.ts
+    fast, members = v.fast_path()
+    assert fast["petition.received"](body, members) == event
+    assert rejected_code(v, raw(body_of("dossier.received", due_at=due))) == "schema_violation"
 
 
 def test_full_online_false_with_any_channel_ok(v: Validator) -> None:
