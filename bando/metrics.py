@@ -6,8 +6,9 @@ rules and dashboard query actually exists. All names start with ``bando_``.
 
 Label cardinality is bounded on purpose: event types and DLQ error codes are folded into their
 known sets (anything else becomes ``other``), units and window *kinds* are labels (a few hundred
-units x 3 kinds), and dossier, petition or event ids never are. A service exposes only the
-metrics it updates; a labelled metric with no child yet shows no sample.
+units x 3 kinds), and dossier, petition or event ids never are. A labelled metric with no
+child yet shows no sample; an unlabelled one shows 0 in every service that imports this module,
+and in a restarted one until it is set, so queries of a time or a level guard against 0.
 """
 
 from __future__ import annotations

@@ -97,3 +97,21 @@ def test_dashboard_queries_are_valid_promql(promtool, tmp_path, yaml: ModuleType
     done = run(promtool, "check", "rules", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rules)} rules found" in done.stdout
+
+
+def test_dashboard_time_since_last_event_survives_a_restart(promtool, tmp_path,
+                                                            yaml: ModuleType):
+    """A restarted worker reports 0 until its first event: the panel must still show the
+    time since the last real event (not ~57 years)."""
+    [expr] = [e for e in dashboard_exprs() if "bando_last_event_timestamp_seconds" in e]
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        # events at 60 s and 120 s, then a restart at 180 s with no event since
+        "input_series": [{"series": 'bando_last_event_timestamp_seconds{instance="w1"}',
+                          "values": "0 60 120 0 0"}],
+        "promql_expr_test": [{"expr": expr, "eval_time": "4m",
+                              "exp_samples": [{"labels": "{}", "value": 120}]}]}]}
+    path = tmp_path / "dashboard_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    done = run(promtool, "test", "rules", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
