@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from bando.infra import KafkaBroker, RedisServer, ensure_project_topics
+    from bando.infra.ports import pdeathsig_prefix
 
     data = Path(args.data_dir).resolve()
     if args.fresh and data.exists():
@@ -62,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         stopping["now"] = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP too: closing the terminal must stop the services, not orphan them on their ports
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         print("starting Kafka (first run downloads it with Maven) and Redis ...", flush=True)
         broker.start()
+        if stopping["now"]:  # a Ctrl-C during the broker's start: stop before starting more
+            return 0
         redis.start()
         settings = Settings.from_env(
             kafka_bootstrap=broker.bootstrap, redis_url=redis.url, partitions=4,
@@ -93,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
             # each long-running service gets its own /metrics port (worker first)
             child_env["BANDO_METRICS_PORT"] = str(args.metrics_port + i if args.metrics_port else 0)
             out = open(data / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - child's stdout
-            proc = subprocess.Popen([sys.executable, "-m", "bando.cli", *argv], env=child_env,
+            # killed with the demo even if it dies without its cleanup (SIGKILL)
+            proc = subprocess.Popen([*pdeathsig_prefix(), sys.executable, "-m", "bando.cli",
+                                     *argv], env=child_env,
                                     stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             children.append((name, proc))
@@ -106,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                               for i, (name, _) in enumerate(commands) if name != "simulate")
             print(f"metrics on http://127.0.0.1:PORT/metrics: {ports}")
         print("live score updates (Ctrl-C stops everything):", flush=True)
-        watch = subprocess.Popen([sys.executable, "-m", "bando.cli", "watch"], env=env,
+        watch = subprocess.Popen([*pdeathsig_prefix(), sys.executable, "-m", "bando.cli",
+                                  "watch"], env=env,
                                  start_new_session=True)
         children.append(("watch", watch))
         deadline = time.monotonic() + args.duration if args.duration else None

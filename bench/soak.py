@@ -49,7 +49,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bando.infra import KafkaBroker, RedisServer, ensure_project_topics
-from bando.infra.ports import _pdeathsig_prefix
+from bando.infra.ports import pdeathsig_prefix
 from bando.settings import Settings
 from bando.simulator import Chaos, Generator, messages, read_catalog
 from scoring.timeutil import format_ts, parse_ts
@@ -72,7 +72,7 @@ class Proc:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             # pdeathsig: if this script is killed, its children die with it
-            self.proc = subprocess.Popen([*_pdeathsig_prefix(), sys.executable, "-m",
+            self.proc = subprocess.Popen([*pdeathsig_prefix(), sys.executable, "-m",
                                           "bando.cli", *self.args],
                                          cwd=REPO, env=self.env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)

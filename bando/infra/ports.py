@@ -87,7 +87,7 @@ def _track(server: ServerProcess) -> None:
     _live.add(server)
 
 
-def _pdeathsig_prefix() -> list[str]:
+def pdeathsig_prefix() -> list[str]:
     """``setpriv --pdeathsig KILL`` when safe, so a SIGKILLed parent takes its children along.
 
     The kernel sends the signal when the *thread* that forked exits, so it is only used from
@@ -196,7 +196,7 @@ class ServerProcess:
             out.write(f"==== bando: starting {self.name}: {' '.join(argv)}\n".encode())
             out.flush()
             self._proc = subprocess.Popen(  # noqa: S603 - argv built by us, no shell
-                [*_pdeathsig_prefix(), *argv],
+                [*pdeathsig_prefix(), *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

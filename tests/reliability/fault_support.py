@@ -30,7 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bando.infra.ports import _pdeathsig_prefix
+from bando.infra.ports import pdeathsig_prefix
 from bando.settings import Settings
 from scoring.timeutil import format_ts, parse_ts
 
@@ -75,7 +75,7 @@ class Service:
             log.flush()
             # pdeathsig: a test run killed outright takes its services along
             self.proc = subprocess.Popen(
-                [*_pdeathsig_prefix(), sys.executable, "-m", self.module, *self.args], cwd=REPO,
+                [*pdeathsig_prefix(), sys.executable, "-m", self.module, *self.args], cwd=REPO,
                 env=settings_env(self.settings, self.extra_env), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
