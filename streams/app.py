@@ -43,7 +43,7 @@ from streams.batch_consumer import BatchTransport
 from streams.bulkstore import BulkTableManager, bulk_table
 from streams.deliveries import Deliveries, checked_flush
 from streams.diskstore import BulkRocksStore, DiskStore, memory_usage
-from streams.dlq import dlq_record
+from streams.dlq import dlq_message
 from streams.heap import trim_heap
 from streams.rank_service import RankerService, internal_topic
 from streams.scorer import Message, ScorerCore
@@ -250,23 +250,27 @@ def create_app(
                                   e.message.value, int(e.message.timestamp * 1000))
                           for e in batch])
 
-    async def _reject(msg: Message, exc: EventRejected) -> None:
-        record = dlq_record(exc.code, exc.detail, settings.events_topic, msg.partition,
-                            msg.offset, msg.key, msg.value)
-        await dlq.send(key=msg.key, value=orjson.dumps(record))
-        metrics.EVENTS_REJECTED.labels(error=metrics.error_label(exc.code)).inc()
-        log.warning("rejected %s p%d@%d: %s", exc.code, msg.partition, msg.offset, exc.detail)
-
-    # a score or warning not delivered is not sent again until its counts change: checked
-    # before each commit like the changelogs
+    # Checked before each commit like the changelogs: a score or warning not delivered is not
+    # sent again until its counts change, and a DLQ record would never be once its event's
+    # offset is committed (faust's Topic.send only logs a failed delivery).
     outputs = Deliveries()
     checked_flush(app.producer, scorer_store.sent, outputs)
 
-    async def _send(topic: Any, key: str, msg: dict[str, Any]) -> None:
+    async def _produce(topic: Any, key: bytes | None, value: bytes) -> None:
         # straight to aiokafka: faust's Topic.send costs ~100 us a message
         kafka = app.producer._ensure_producer()  # noqa: SLF001
-        outputs.add(await kafka.send(topic.get_topic_name(), orjson.dumps(msg),
-                                     key=key.encode()))
+        outputs.add(await kafka.send(topic.get_topic_name(), value, key=key))
+
+    async def _send(topic: Any, key: str, msg: dict[str, Any]) -> None:
+        await _produce(topic, key.encode(), orjson.dumps(msg))
+
+    async def _reject(msg: Message, exc: EventRejected) -> None:
+        # key and value capped (streams.dlq): one too big for the producer would stop the
+        # worker on this message after every restart
+        await _produce(dlq, *dlq_message(exc.code, exc.detail, settings.events_topic,
+                                         msg.partition, msg.offset, msg.key, msg.value))
+        metrics.EVENTS_REJECTED.labels(error=metrics.error_label(exc.code)).inc()
+        log.warning("rejected %s p%d@%d: %s", exc.code, msg.partition, msg.offset, exc.detail)
 
     @app.timer(interval=settings.coalesce_seconds)
     async def _flush_scores() -> None:

@@ -1,12 +1,13 @@
-"""What the worker hands to aiokafka itself (changelog record batches, score messages), and
-whether it was delivered.
+"""What the worker hands to aiokafka itself (changelog record batches, score, warning and DLQ
+messages), and whether it was delivered.
 
 faust commits input offsets right after flushing its producer, and aiokafka's ``flush`` waits
 for every batch without raising for one that failed. The worker sends its changelogs and
-scores straight to aiokafka (faust's per-message path was too slow), so faust never sees
-those failures: without a check between the flush and the commit, the offsets of events whose
-state never reached Kafka would be committed, and the events lost at the next restart.
-``checked_flush`` puts that check in.
+outputs straight to aiokafka (faust's per-message path was too slow, and its ``Topic.send``
+only logs a failed delivery), so nothing else sees those failures: without a check between
+the flush and the commit, the offsets of events whose state or DLQ record never reached Kafka
+would be committed, and the events lost at the next restart. ``checked_flush`` puts that
+check in.
 """
 
 from __future__ import annotations

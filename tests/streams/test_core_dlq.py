@@ -73,3 +73,44 @@ def test_a_huge_value_is_capped_so_the_dlq_record_still_fits_a_kafka_message() -
     assert record["value_bytes"] == 800_000
     assert len(record["value"]) == MAX_VALUE_CHARS
     assert len(orjson.dumps(record)) < 1_000_000
+
+
+def test_a_huge_key_is_capped_like_the_value() -> None:
+    from streams.dlq import MAX_KEY_CHARS
+
+    rec = dlq_record("invalid_json", "x", "procedure-events", 0, 7, b"k" * 520_000, b"{")
+    assert rec["key"] == "k" * MAX_KEY_CHARS
+    assert (rec["key_truncated"], rec["key_bytes"]) == (True, 520_000)
+    rec = dlq_record("invalid_json", "x", "procedure-events", 0, 7, b"\xff" * 5000, b"{")
+    assert rec["key_encoding"] == "base64" and len(rec["key"]) == MAX_KEY_CHARS
+    assert base64.b64decode(rec["key"]) == b"\xff" * (MAX_KEY_CHARS // 4 * 3)  # a clean cut
+    assert rec["key_bytes"] == 5000
+    short = dlq_record("invalid_json", "x", "procedure-events", 0, 7, b"u" * MAX_KEY_CHARS, b"{")
+    assert "key_truncated" not in short and "key_bytes" not in short
+
+
+def test_the_dlq_message_key_is_the_input_key_cut_short() -> None:
+    from streams.dlq import MAX_KEY_CHARS, dlq_message
+
+    key, value = dlq_message("unknown_unit", "no such unit", "procedure-events", 1, 2,
+                             b"quan-01", b"{}")
+    assert key == b"quan-01" and orjson.loads(value)["key"] == "quan-01"
+    assert dlq_message("x", "y", "t", 0, 0, None, b"{}")[0] is None
+    long_key = bytes(range(256)) * 1000
+    assert dlq_message("x", "y", "t", 0, 0, long_key, b"{}")[0] == long_key[:MAX_KEY_CHARS]
+
+
+def test_the_largest_dlq_message_fits_the_producer() -> None:
+    """Every text field at its cap, every character JSON-escaped to six bytes; the topic name
+    at Kafka's 249-character limit."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from streams.dlq import MAX_MESSAGE_BYTES, dlq_message
+
+    worst = b"\x01" * 1_000_000
+    key, value = dlq_message("conflicting_duplicate", worst.decode(), "\x01" * 249, 2**31 - 1,
+                             2**63 - 1, worst, worst)
+    rec = orjson.loads(value)
+    assert rec["value_truncated"] and rec["key_truncated"] and len(rec["detail"]) <= 1024
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+    assert size < MAX_MESSAGE_BYTES
