@@ -4,5 +4,7 @@
 # Extra arguments go to `bando demo` (see `bando demo --help`). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/python.sh
+export PYTHON
 bash scripts/setup.sh
-exec "${PYTHON:-python3}" -m bando.cli demo "$@"
+exec "$PYTHON" -m bando.cli demo "$@"

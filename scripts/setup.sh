@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON=${PYTHON:-python3}
+source scripts/python.sh
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_INPUT=1
 export DEBIAN_FRONTEND=noninteractive
 
@@ -18,6 +18,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 packages=(redis-server chromium chromium-driver prometheus fonts-dejavu-core poppler-utils)
 command -v java >/dev/null 2>&1 || packages+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || packages+=(maven)
+if [[ $PYTHON == "$PWD/.venv/bin/python" ]]; then packages+=(python3-venv); fi
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
@@ -56,6 +57,10 @@ if ((${#missing[@]})); then
 fi
 
 # --- Python package --------------------------------------------------------------------------
+if [[ $PYTHON == "$PWD/.venv/bin/python" && ! -x $PYTHON ]]; then
+  say "python3 is the system's own (externally managed): installing into .venv"
+  python3 -m venv .venv
+fi
 # Re-installed when pyproject.toml, the interpreter or the checkout's path changed (an
 # editable install points at one checkout; CI's fresh clone is another one).
 repo=$(pwd -P)

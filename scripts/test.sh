@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON=${PYTHON:-python3}
+source scripts/python.sh
+export PYTHON
 
 bash scripts/setup.sh
 
