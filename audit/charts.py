@@ -7,6 +7,7 @@ comes from data is XML-escaped: unit names are operator-supplied and may hold ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from statistics import median
 from typing import Any
@@ -15,13 +16,15 @@ from xml.sax.saxutils import escape as _xml_escape
 from scoring.model import Model
 from scoring.timeutil import format_ts, parse_ts
 
-# characters XML 1.0 cannot hold at all, even escaped (C0 controls but tab, newline, return)
-_NOT_XML = {c: None for c in range(32) if c not in (9, 10, 13)}
+# characters XML 1.0 cannot hold at all, even escaped: everything outside its ``Char``
+# production -- C0 controls but tab, newline and return, the surrogates (a lone one cannot
+# even be written as UTF-8) and the non-characters U+FFFE and U+FFFF
+_NOT_XML = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def escape(text: str) -> str:
-    """XML-escaped, without the control characters that would make the SVG unreadable."""
-    return _xml_escape(text.translate(_NOT_XML))
+    """XML-escaped, without the characters that would make the SVG unreadable."""
+    return _xml_escape(_NOT_XML.sub("", text))
 
 BAND_COLOURS = {"weak": "#f8d7d5", "average": "#fde8c8", "fair": "#fbf4c4", "good": "#dcefd6",
                 "excellent": "#d2e8f7"}

@@ -26,7 +26,7 @@ from scoring.engine import score_state
 from scoring.facts import Dossier, Petition, UnitState
 from scoring.indicators import dossier_due, dossiers_in, latest_rating, petitions_in
 from scoring.model import Model
-from scoring.points import round_half_away
+from scoring.points import indicator_points, round_half_away
 from scoring.ranking import competition_ranks
 from scoring.timeutil import Window, format_ts
 
@@ -172,8 +172,10 @@ def explain(history: History, catalog: Catalog, model: Model, unit_id: str, t: i
             "successes_needed": needed,
             "peer_median_points": _median(peer_points),
         })
-    points_sum = sum(float(i["points"]) for i in indicators if i["points"] is not None)
-    max_sum = float(sum_max)
+    check = _check(model, rated.indicators, sum_max, rated.total is not None)
+    if check["total_from_points"] != rated.total:
+        raise AuditError(f"the points add up to {check['total_from_points']}, not to the "
+                         f"total {rated.total}")
     gains = sorted((i for i in indicators if i["gain_total"] > 0),
                    key=lambda i: (-i["gain_total"], i["indicator"]))
     median_total = _median([s.rated.total for s in scored])
@@ -184,11 +186,7 @@ def explain(history: History, catalog: Catalog, model: Model, unit_id: str, t: i
         "rank": ranks[unit_id], "peer_count": len(scored) if rated.total is not None else None,
         "groups": rated.groups,
         "indicators": indicators,
-        "check": {
-            "sum_points": round(points_sum, 4), "sum_max": max_sum,
-            "total_from_points": round_half_away(Fraction(str(points_sum)) * 100 / sum_max, 2)
-            if sum_max and rated.total is not None else None,
-        },
+        "check": check,
         "peers": {
             "median_total": median_total,
             "vs_median": None if rated.total is None or median_total is None
@@ -202,6 +200,38 @@ def explain(history: History, catalog: Catalog, model: Model, unit_id: str, t: i
                    "successes_needed": i["successes_needed"],
                    "needs_items": i["den"] == 0} for i in gains if rated.total is not None],
     }
+
+
+def _check(model: Model, rows: dict[str, dict[str, object]], sum_max: Fraction, scored: bool
+           ) -> dict[str, Any]:
+    """The points added up again, exactly: the listed points are rounded, and adding the
+    rounded points can land on the other side of a rounding boundary than the total does (a
+    check line reading 80.855 -> 80.85 under a total of 80.86). As in ``rate``, the sum is
+    exact and rounded once, half away from zero; a total it does not give is an error."""
+    sum_points = Fraction(0)
+    for ind in model.indicators:
+        row = rows[ind.id]
+        num, den = int(row["num"]), int(row["den"])  # type: ignore[call-overload]
+        if row["points"] is None:  # excluded
+            continue
+        if den > 0:
+            sum_points += indicator_points(ind.points, ind.target, num, den)
+        elif ind.empty == "full":
+            sum_points += Fraction(ind.points)
+    total = round_half_away(100 * sum_points / sum_max, model.total_digits) if (
+        scored and sum_max) else None
+    return {"sum_points": float(sum_points), "sum_points_exact": str(sum_points),
+            "sum_max": float(sum_max), "total_from_points": total}
+
+
+def _decimal(value: Fraction, digits: int = 6) -> str:
+    """``value`` in decimals: exact when it has at most ``digits`` of them, else cut (not
+    rounded) after ``digits`` with "...", so it never reads as across a rounding boundary."""
+    scaled = abs(value) * 10**digits
+    whole = scaled.numerator // scaled.denominator
+    text = f"{'-' if value < 0 else ''}{whole // 10**digits}.{whole % 10**digits:0{digits}d}"
+    text = text.rstrip("0").rstrip(".")
+    return text if whole == scaled else text + "..."
 
 
 def _median(values: list[Any]) -> float | None:
@@ -238,8 +268,9 @@ def render_text(doc: dict[str, Any], gains: int = 5) -> str:
         lines.append(f"{i['indicator']:28} {i['num']:>5} {i['den']:>5} {pts:>8} {i['max']:>4} "
                      f"{i['points_lost']:>8.4g} {med:>8}")
     c = doc["check"]
-    lines += ["", f"sum of points {c['sum_points']} / {c['sum_max']} -> total "
-              f"{c['total_from_points']}", "", "Largest gains (indicator brought to target):"]
+    lines += ["", f"sum of points {_decimal(Fraction(c['sum_points_exact']))} / "
+              f"{_decimal(Fraction(str(c['sum_max'])))} -> total {c['total_from_points']}", "",
+              "Largest gains (indicator brought to target):"]
     for g in doc["gains"][:gains]:
         need = (f"needs {_COUNTED.get(g['indicator'], 'dossiers')} first" if g["needs_items"]
                 else f"{g['successes_needed']} more successes")

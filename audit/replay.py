@@ -178,12 +178,12 @@ class TimelineSpec:
         return window_of(self.window, self.start, tz).start_us
 
 
-def day_ends(start: int, end: int, tz: str) -> list[int]:
+def day_ends(start: int, end: int, tz: str, hint: str = "give --start or --end") -> list[int]:
     """The last microsecond of each local day from start's day to end's (the last one cut at
-    ``end``)."""
+    ``end``). ``hint``: what the error on a too long range tells the user to do."""
     if end - start > MAX_DAYS * 86_400_000_000:
         raise AuditError(f"more than {MAX_DAYS} days from {format_ts(start, tz)} to "
-                         f"{format_ts(end, tz)}: give --start")
+                         f"{format_ts(end, tz)}: {hint}")
     out = []
     day = from_us(start, tz).replace(hour=0, minute=0, second=0, microsecond=0)
     while True:
@@ -233,7 +233,11 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
     def window_at(t: int) -> Window:
         return fixed or window_of(spec.window, t, tz)
 
-    steps = (_by_day(history, model, evaluated, window_at, start, end, tz)
+    # name the bound taken from the history (moved by a stray tick dated 2099), not one given
+    missing = " and ".join(f for f, v in (("--start", spec.start), ("--end", spec.end))
+                           if v is None)
+    hint = f"give {missing}" if missing else "give a shorter range"
+    steps = (_by_day(history, model, evaluated, window_at, start, end, tz, hint)
              if spec.every == "day" else
              _by_change(history, model, evaluated, window_at, fixed is None, start, end,
                         spec.check_core))
@@ -305,14 +309,14 @@ def _rank(total: float | None, totals: list[float | None]) -> int | None:
 
 
 def _by_day(history: History, model: Model, evaluated: list[str],
-            window_at: Callable[[int], Window], start: int, end: int, tz: str
+            window_at: Callable[[int], Window], start: int, end: int, tz: str, hint: str
             ) -> Iterator[tuple[int, Snapshot]]:
     """Each day's end: the counts of each unit whose counts may have moved since the day
     before (one of its records passed a breakpoint or came in), or whose window changed."""
     totals = Totals(model)
     units = {u: UnitReplay(history.states.get(u), start, tz) for u in evaluated}
     shown: dict[str, str] = {}  # unit -> the window of its last snapshot
-    for t in day_ends(start, end, tz):
+    for t in day_ends(start, end, tz, hint):
         window = window_at(t)
         changed: Snapshot = {}
         for u in evaluated:

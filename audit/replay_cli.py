@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from scoring.timeutil import format_ts, parse_ts, to_us
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 30.0  # between progress lines of a long timeline
+LOOKBACK_HOURS = 24.0
 
 
 # --- shared by replay, explain and archive ---------------------------------------------------
@@ -50,11 +52,24 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="model reference or file (default BANDO_MODEL)")
     g.add_argument("--known-at", metavar="T",
                    help="only events that had arrived by T (broker timestamp)")
-    g.add_argument("--lookback", type=float, default=24.0, metavar="HOURS",
+    # default None, not 24: `replay --verify` must tell a given --lookback from the default
+    g.add_argument("--lookback", type=hours, metavar="HOURS",
                    help="read from this long (plus the clock skew) before the first window "
-                        "(default 24)")
+                        f"(default {LOOKBACK_HOURS:g})")
     g.add_argument("--from-beginning", action="store_true",
                    help="read the whole retained history, not from the first window")
+
+
+def hours(text: str) -> float:
+    """``--lookback``: a negative span would read less than the first window needs (a wrong
+    timeline, exit 0), and nan or inf cannot become a start offset."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of hours >= 0, not {text!r}")
+    return value
 
 
 def parse_time(text: str | None, tz: str, end: bool = False) -> int | None:
@@ -101,8 +116,9 @@ class Context:
             known = parse_time(args.known_at, tz, end=True)
             assert known is not None
             self.known_at_ms = known // 1000
+        lookback = LOOKBACK_HOURS if args.lookback is None else args.lookback
         self.lookback_us = 0 if args.from_beginning else int(
-            (args.lookback * 3600 + s.max_clock_skew_seconds) * 1_000_000)
+            (lookback * 3600 + s.max_clock_skew_seconds) * 1_000_000)
         self.from_beginning = bool(args.from_beginning)
 
     def since_ms(self, first_event_time_us: int | None) -> int | None:
@@ -149,17 +165,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--internal-topic",
                         help="the ranker's input topic (default: named by rank_basis)")
     parser.add_argument("--report", metavar="FILE", help="--verify: write the JSON report here")
-    parser.add_argument("--window", default="month",
-                        help="month | quarter | year (follows time) or month:2024-04 ...")
+    # the timeline's options default to None (the defaults are applied in _replay) so that
+    # --verify can refuse any of them that is given: it would ignore it
+    parser.add_argument("--window",
+                        help="month (default) | quarter | year (follows time) or month:2024-04 ...")
     parser.add_argument("--start", metavar="T", help="timeline start (event time)")
     parser.add_argument("--end", metavar="T", help="timeline end (event time)")
     parser.add_argument("--unit", action="append", default=[], help="only this unit (repeat)")
-    parser.add_argument("--every", choices=("change", "day"), default="change",
+    parser.add_argument("--every", choices=("change", "day"),
                         help="a row at every change (default) or at each day's end")
     parser.add_argument("--check-core", action="store_true",
                         help="re-check every incremental count against the core's count "
                              "(slow; for the suspicious auditor)")
-    parser.add_argument("--format", choices=("json", "csv"), default="json")
+    parser.add_argument("--format", choices=("json", "csv"), help="json (default) or csv")
     parser.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     parser.add_argument("--chart", metavar="FILE.svg", help="SVG of the --unit's timeline")
     parser.add_argument("--peer-chart", metavar="FILE.svg",
@@ -168,8 +186,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer-group", help="group of --peer-chart (default: --unit's)")
 
 
+# options that only one of the two modes reads: given to the other, they would be ignored
+# silently (a --verify run that "wrote" a chart, a timeline that "wrote" a report)
+TIMELINE_ONLY = {"known_at": "--known-at", "lookback": "--lookback",
+                 "from_beginning": "--from-beginning", "window": "--window", "start": "--start",
+                 "end": "--end", "every": "--every", "check_core": "--check-core",
+                 "format": "--format", "output": "--output/-o", "chart": "--chart",
+                 "peer_chart": "--peer-chart", "day": "--day", "peer_group": "--peer-group"}
+VERIFY_ONLY = {"report": "--report", "scores_topic": "--scores-topic",
+               "internal_topic": "--internal-topic"}
+
+
+def check_modes(args: argparse.Namespace) -> None:
+    """Refuse an option the chosen mode would ignore (before any history is read)."""
+    def given(options: dict[str, str]) -> list[str]:
+        return [flag for dest, flag in options.items()
+                if getattr(args, dest, None) not in (None, False)]
+
+    if args.verify:
+        if wrong := given(TIMELINE_ONLY):
+            raise BandoError(f"--verify checks every published message and writes no timeline: "
+                             f"{', '.join(wrong)} cannot be used with it")
+    elif wrong := given(VERIFY_ONLY):
+        raise BandoError(f"{', '.join(wrong)} only with --verify")
+    if not args.peer_chart and (wrong := given({"day": "--day", "peer_group": "--peer-group"})):
+        raise BandoError(f"{', '.join(wrong)} only with --peer-chart")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        check_modes(args)
         ctx = Context(args)
         for u in args.unit:  # a typo must not pass as "0 of N messages checked: OK"
             if u not in ctx.catalog:
@@ -209,16 +255,24 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
     from audit.replay import TimelineSpec, csv_lines, paused_gc, peer_scores, timeline
 
     tz = ctx.model.timezone
-    # the chart options are checked before a replay that may run for minutes
+    window = args.window or "month"
+    # every option is checked before a replay that may run for minutes and before -o is
+    # written: a typo found after that costs the whole run
     if args.chart and len(args.unit) != 1:
         raise BandoError("--chart needs exactly one --unit")
-    if args.peer_chart and not args.day:
-        raise BandoError("--peer-chart needs --day")
-    if args.peer_chart and not (args.peer_group or args.unit):
-        raise BandoError("--peer-chart needs --peer-group or --unit")
-    spec = TimelineSpec(window=args.window, start=parse_time(args.start, tz),
+    day_end = group = None
+    if args.peer_chart:
+        if not args.day:
+            raise BandoError("--peer-chart needs --day")
+        if not (args.peer_group or args.unit):
+            raise BandoError("--peer-chart needs --peer-group or --unit")
+        day_end = parse_time(args.day, tz, end=True)
+        group = args.peer_group or ctx.catalog.by_id[args.unit[0]].peer_group
+        if group not in ctx.catalog.peer_groups:
+            raise BandoError(f"no peer group {group!r} in the catalog")
+    spec = TimelineSpec(window=window, start=parse_time(args.start, tz),
                         end=parse_time(args.end, tz, end=True), units=tuple(args.unit),
-                        every=args.every, check_core=args.check_core)
+                        every=args.every or "change", check_core=args.check_core)
     history, stats = ctx.history(spec.read_since_us(tz))
     park(history)  # not freed at exit (bando.cli.park)
     started = clock.perf_counter()
@@ -239,7 +293,7 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
              total_s, rate)
     out = open_output(args.output)
     try:
-        if args.format == "csv":
+        if (args.format or "json") == "csv":
             for chunk in csv_lines(rows):
                 out.write(chunk.encode())
         else:
@@ -254,13 +308,11 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
     if args.chart:
         _unit_chart(ctx, args, rows, history)
     if args.peer_chart:  # its options were checked before the replay
-        group = args.peer_group or ctx.catalog.by_id[args.unit[0]].peer_group
-        t = parse_time(args.day, tz, end=True)
-        assert t is not None
-        scores, window = peer_scores(history, ctx.catalog, ctx.model, group, args.window, t)
+        assert day_end is not None and group is not None
+        scores, at = peer_scores(history, ctx.catalog, ctx.model, group, window, day_end)
         from audit.charts import peer_chart
 
-        title = f"{group} - {window.name} - end of {args.day}"
+        title = f"{group} - {at.name} - end of {args.day}"
         Path(args.peer_chart).write_text(
             peer_chart(scores, ctx.model, title=title,
                        highlight=args.unit[0] if args.unit else None), encoding="utf-8")
@@ -276,6 +328,6 @@ def _unit_chart(ctx: Context, args: argparse.Namespace, rows: list[dict[str, Any
     end = args.end and parse_time(args.end, ctx.model.timezone, end=True)
     end_text = format_ts(end or history.last_ts, ctx.model.timezone) if (
         end or history.last_ts) else None
-    title = f"{unit.name} ({unit.unit_id}) - {args.window} score, band and rank"
+    title = f"{unit.name} ({unit.unit_id}) - {args.window or 'month'} score, band and rank"
     Path(args.chart).write_text(unit_chart(mine, ctx.model, title=title, end=end_text),
                                 encoding="utf-8")

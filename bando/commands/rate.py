@@ -25,16 +25,17 @@ def rate_counts(model: Model, doc: object) -> dict:
     for unit_id, given in units_in.items():
         counts: dict[str, tuple[int, int]] = {}
         for ind, pair in (given or {}).items() if isinstance(given, dict) else []:
+            # num > den is no count of successes among items: it would score full points
             ok = (
                 isinstance(pair, list) and len(pair) == 2
-                and all(type(x) is int and x >= 0 for x in pair)
+                and all(type(x) is int and x >= 0 for x in pair) and pair[0] <= pair[1]
             )
             if ind not in known:
                 rejected.append({"unit_id": unit_id, "indicator": ind,
                                  "error": "unknown_indicator"})
             elif not ok:
                 rejected.append({"unit_id": unit_id, "indicator": ind, "error": "invalid_counts",
-                                 "detail": "expected [num, den], integers >= 0"})
+                                 "detail": "expected [num, den], integers, 0 <= num <= den"})
             else:
                 counts[ind] = (pair[0], pair[1])
         if not isinstance(given, dict):

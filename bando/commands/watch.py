@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
+import sys
+from typing import Any
 
 import orjson
 
 from bando.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _ARROW = {None: " ", 0: "="}
 
@@ -30,6 +35,41 @@ def format_update(msg: dict, previous_rank: int | None) -> str:
             f"{str(msg.get('band') or ''):9} {str(msg.get('name', ''))[:40]}{move}")
 
 
+class Board:
+    """The lines to print for the messages of ``unit-scores``, one message at a time.
+
+    A watcher is a bystander of the topic: a message it cannot read (not JSON, not an object,
+    fields of the wrong type) is skipped and counted, never the end of the board."""
+
+    def __init__(self, window: str):
+        self.window = window
+        self.ranks: dict[tuple[Any, Any], Any] = {}
+        self.skipped = 0
+
+    def line(self, value: bytes | None, where: str = "") -> str | None:
+        try:
+            msg = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            msg = None
+        if not isinstance(msg, dict):
+            self._skip(where, "not a JSON object")
+            return None
+        if self.window != "all" and not str(msg.get("window", "")).startswith(self.window):
+            return None
+        try:
+            key = (msg.get("window"), msg.get("unit_id"))
+            text = format_update(msg, self.ranks.get(key))
+        except (TypeError, ValueError) as exc:  # a total that is text, a window that is a list
+            self._skip(where, f"not a score update ({exc})")
+            return None
+        self.ranks[key] = msg.get("rank")
+        return text
+
+    def _skip(self, where: str, why: str) -> None:
+        self.skipped += 1
+        log.warning("skipped message %s: %s (%d skipped so far)", where, why, self.skipped)
+
+
 async def _watch(settings: Settings, from_beginning: bool, window: str) -> None:
     from aiokafka import AIOKafkaConsumer
 
@@ -38,22 +78,25 @@ async def _watch(settings: Settings, from_beginning: bool, window: str) -> None:
     consumer = AIOKafkaConsumer(settings.scores_topic, bootstrap_servers=settings.kafka_bootstrap,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 **client_kwargs(settings))
-    await consumer.start()
-    ranks: dict[tuple[str, str], int | None] = {}
-    try:
+    board = Board(window)
+    try:  # start() inside: a consumer that failed to start must still be stopped
+        await consumer.start()
         async for record in consumer:
-            msg = orjson.loads(record.value)
-            if window != "all" and not str(msg.get("window", "")).startswith(window):
-                continue
-            key = (msg.get("window"), msg.get("unit_id"))
-            print(format_update(msg, ranks.get(key)), flush=True)  # type: ignore[arg-type]
-            ranks[key] = msg.get("rank")  # type: ignore[index]
+            text = board.line(record.value, f"{record.topic}[{record.partition}]@{record.offset}")
+            if text is not None:
+                print(text, flush=True)
     finally:
         await consumer.stop()
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(kafka_bootstrap=args.bootstrap)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_watch(settings, args.from_beginning, args.window))
+    from aiokafka.errors import KafkaError
+
+    try:
+        settings = Settings.from_env(kafka_bootstrap=args.bootstrap)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_watch(settings, args.from_beginning, args.window))
+    except (KafkaError, OSError, ValueError) as exc:  # unreachable broker, bad security setup
+        print(f"bando watch: {exc}", file=sys.stderr)
+        return 2
     return 0
