@@ -47,9 +47,29 @@ def load_manifest(root: Path) -> dict[str, Any]:
         data = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise AuditError(f"unreadable archive manifest {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise AuditError(f"{path}: not an archive manifest: {type(data).__name__}, not an object")
     if data.get("format") != FORMAT:
         raise AuditError(f"{path}: archive format {data.get('format')!r}, expected {FORMAT}")
+    problem = _manifest_problem(data)
+    if problem:  # found here, not as a traceback from export or a read: exit 2, not 1
+        raise AuditError(f"{path}: not an archive manifest: {problem}")
     return data
+
+
+def _manifest_problem(data: dict[str, Any]) -> str | None:
+    topics = data.get("topics")
+    if not isinstance(topics, dict):
+        return f"'topics' is {type(topics).__name__}, not an object"
+    for topic, entry in topics.items():
+        if not isinstance(entry, dict) or type(entry.get("records")) is not int:
+            return f"topic {topic!r} has no 'records' count"
+        for name in ("next", "max_ts"):
+            table = entry.get(name)
+            if not isinstance(table, dict) or not all(
+                    p.isdecimal() and type(v) is int for p, v in table.items()):
+                return f"topic {topic!r}: {name!r} is not partition -> integer"
+    return None
 
 
 def _save_manifest(root: Path, data: dict[str, Any]) -> None:

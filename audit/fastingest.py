@@ -172,8 +172,8 @@ def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms
     record's file and line (``file << 32 | line``). The event is decoded from the archive
     line's text (``v``) without making a ``Record`` or its bytes; a binary value (``vb``), a
     null one or one that might be over the size limit goes through ``decode_record`` and the
-    validator. (Unlike ``read``, a record's key is not decoded: a corrupt key is not an error
-    here.)"""
+    validator. (Unlike ``read``, the key is decoded only there: elsewhere a corrupt key is not
+    an error.)"""
     paths = source.files(topic, since_ms)
     days = _DayLines(topic, paths)
     # ``_Window.admit_at`` inline (no start offsets here): a call per record is a tenth of
@@ -195,26 +195,30 @@ def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms
             except (OSError, EOFError, zlib.error) as exc:  # a corrupt gzip: exit 2, not 1
                 raise AuditError(f"{source.name}: cannot read {path}: {exc}") from exc
             for number, line in enumerate(lines):
-                try:
+                try:  # free in 3.11 unless it raises: the checks are the comparisons' own
                     d = loads(line)
                     p, o = d["p"], d["o"]
-                except (not_json, KeyError, TypeError) as exc:  # TypeError: not an object
-                    raise AuditError(f"{source.name}: cannot read {path}: {exc}") from exc
-                if p in stopped or o <= last_of(p, -1):
-                    continue  # ended, or a repeat (an archive run re-done after a crash)
-                if p not in started or until_ms is not None:
-                    ts = d.get("ts")
-                    if p not in started:
-                        if since_ms is not None and (ts is None or ts < since_ms):
+                    if p in stopped or o <= last_of(p, -1):
+                        continue  # ended, or a repeat (an archive run re-done after a crash)
+                    if p not in started or until_ms is not None:
+                        ts = d.get("ts")
+                        if p not in started:
+                            if since_ms is not None and (ts is None or ts < since_ms):
+                                continue
+                            started.add(p)
+                        if until_ms is not None and ts is not None and ts > until_ms:
+                            stopped.add(p)
                             continue
-                        started.add(p)
-                    if until_ms is not None and ts is not None and ts > until_ms:
-                        stopped.add(p)
-                        continue
+                except (ValueError, KeyError, TypeError) as exc:  # not JSON, an object, numbers
+                    raise _unreadable(source, path, number, exc) from exc
                 last[p] = o
                 admitted += 1
                 if dlq is not None and (p, o) in dlq:  # the worker's verdict
-                    acceptor.accept(decode_record(topic, line))
+                    try:
+                        rec = decode_record(topic, line)
+                    except AuditError as exc:
+                        raise _unreadable(source, path, number, exc) from exc
+                    acceptor.accept(rec)
                     continue
                 value = d.get("v")
                 event = None
@@ -228,8 +232,21 @@ def load_archive(source: ArchiveSource, topic: str, acceptor: Acceptor, since_ms
                             continue
                     raw = value.encode()
                 else:
-                    raw = decode_record(topic, line).value or b""
+                    try:  # a binary, null, long or not-text value: decode_record's checks
+                        raw = decode_record(topic, line).value or b""
+                    except AuditError as exc:
+                        raise _unreadable(source, path, number, exc) from exc
                 slow(event, raw, f"{topic}[{p}]@{o}", base | number)  # type: ignore[arg-type]
+            # the comparisons let a partition of another type ("0") through: checked per file
+            bad = [(k, v) for k, v in last.items() if type(k) is not int or type(v) is not int]
+            if bad:
+                raise AuditError(f"{source.name}: cannot read {path}: partition {bad[0][0]!r}, "
+                                 f"offset {bad[0][1]!r}: not integers")
         if since_ms is None and until_ms is None:
             source.check_complete(topic, admitted)
         return tables.history()
+
+
+def _unreadable(source: ArchiveSource, path: Path, number: int, exc: Exception) -> AuditError:
+    """A corrupt line (an ``AuditError``: exit 2, where a traceback would read as a mismatch)."""
+    return AuditError(f"{source.name}: cannot read {path} line {number + 1}: {exc}")

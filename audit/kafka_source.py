@@ -57,11 +57,22 @@ class KafkaSource:
             auto_offset_reset="earliest", client_id="bando-audit",
             max_poll_records=self.batch, **self.security)
 
+    async def _started(self) -> Any:
+        consumer = self._consumer()
+        try:
+            await consumer.start()
+        except BaseException:
+            # a consumer whose start failed (no broker) still holds its client: stopped here,
+            # or it is reported as unclosed when collected, after the real error
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        return consumer
+
     def has_topic(self, topic: str) -> bool:
         if self._topics is None:
             async def names() -> set[str]:
-                consumer = self._consumer()
-                await consumer.start()
+                consumer = await self._started()
                 try:
                     return set(await consumer.topics())
                 finally:
@@ -107,8 +118,7 @@ class KafkaSource:
                     stop: threading.Event) -> None:
         from aiokafka import TopicPartition
 
-        consumer = self._consumer()
-        await consumer.start()
+        consumer = await self._started()
         try:
             # aiokafka has no public "partitions of a topic" that fetches metadata first
             cluster = await consumer._client.fetch_all_metadata()

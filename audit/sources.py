@@ -15,6 +15,7 @@ The Kafka reader lives in ``audit.kafka_source``.
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
 import re
 import zlib
@@ -87,14 +88,30 @@ def encode_record(rec: Record) -> bytes:
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 
+def _bytes_of(d: dict[str, Any], name: str, flag: str) -> bytes | None:
+    text = d.get(name)
+    if text is None:
+        return None
+    if type(text) is not str:
+        raise AuditError(f"{name!r} is {type(text).__name__}, not a string")
+    if not d.get(flag):
+        return text.encode()
+    try:  # validate: a corrupt line must not become other bytes (b64decode drops junk)
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise AuditError(f"{name!r} is not base64: {exc}") from exc
+
+
 def decode_record(topic: str, line: bytes) -> Record:
+    """An archive line back into its record; a line of another shape is an ``AuditError``
+    (a corrupt archive cannot be audited: exit 2, not a traceback read as a mismatch)."""
     d = orjson.loads(line)
-    key, value = d.get("k"), d.get("v")
-    return Record(
-        topic, d["p"], d["o"], d.get("ts"),
-        None if key is None else (base64.b64decode(key) if d.get("kb") else key.encode()),
-        None if value is None else (base64.b64decode(value) if d.get("vb") else value.encode()),
-    )
+    if type(d) is not dict:
+        raise AuditError(f"a line is {type(d).__name__}, not an object")
+    p, o, ts = d.get("p"), d.get("o"), d.get("ts")
+    if type(p) is not int or type(o) is not int or not (ts is None or type(ts) is int):
+        raise AuditError(f"p, o, ts are {p!r}, {o!r}, {ts!r}: not integers")
+    return Record(topic, p, o, ts, _bytes_of(d, "k", "kb"), _bytes_of(d, "v", "vb"))
 
 
 def topic_dir(root: Path, topic: str) -> Path:
@@ -188,16 +205,19 @@ class ArchiveSource:
         for path in self.files(topic, since_ms):
             try:
                 with gzip.open(path, "rb") as fh:
-                    for line in fh:
-                        rec = decode_record(topic, line)
+                    for number, line in enumerate(fh, 1):
+                        try:
+                            rec = decode_record(topic, line)
+                        except (ValueError, AuditError) as exc:  # not JSON, or not a record
+                            raise AuditError(f"{self.name}: cannot read {path} line {number}: "
+                                             f"{exc}") from exc
                         if window.admit(rec):
                             admitted += 1
                             batch.append(rec)
                             if len(batch) >= self.batch:
                                 yield batch
                                 batch = []
-            except (OSError, EOFError, zlib.error, orjson.JSONDecodeError, KeyError,
-                    TypeError) as exc:  # a corrupt gzip, a line that is not an object
+            except (OSError, EOFError, zlib.error) as exc:  # a corrupt gzip: exit 2, not 1
                 raise AuditError(f"{self.name}: cannot read {path}: {exc}") from exc
         if since_ms is None and until_ms is None and not start_offsets:
             self.check_complete(topic, admitted)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from audit.exceptions import AuditError
 from audit.ingest import Acceptor, IngestStats, paused_gc, read_dlq
 from audit.sources import Source
 from bando.exceptions import BandoError
@@ -283,19 +285,24 @@ def _basis(msg: Mapping[str, Any]) -> tuple[str, int, int] | None:
     return None
 
 
+def ranker_topic(source: Source, published: list[_Published],
+                 internal_topic: str | None) -> str | None:
+    """The internal topic (b) re-runs: the one given, else the one most ``rank_basis`` name."""
+    bases = Counter(basis[0] for pub in published if (basis := _basis(pub.msg)) is not None)
+    topic = internal_topic or (bases.most_common(1)[0][0] if bases else None)
+    if topic is not None and not source.has_topic(topic):
+        # like a missing events topic, the audit cannot run: reporting every message as a
+        # mismatch would accuse the publisher of the auditor's typo
+        raise AuditError(f"{source.name}: no ranker topic {topic!r} (the ranker's input, "
+                         "<app_id>-unit-scored; name it with --internal-topic)")
+    return topic
+
+
 def check_ranking(source: Source, published: list[_Published], todo: list[_Published],
-                  internal_topic: str | None, report: VerifyReport) -> None:
+                  topic: str | None, report: VerifyReport) -> None:
     """(b): re-run the ranker over the internal topic in the published batches."""
-    bases = Counter(basis for pub in published if (basis := _basis(pub.msg)) is not None)
-    topic = internal_topic or (bases.most_common(1)[0][0][0] if bases else None)
-    if topic is None or not source.has_topic(topic):
-        for pub in todo:
-            report.mismatches.append(Mismatch(pub.where, pub.msg.get("unit_id"),
-                                              pub.msg.get("window"), "ranking",
-                                              f"internal topic {topic!r} not in the history"))
-        return
     internal: dict[int, dict[str, Any]] = {}
-    for batch in source.read(topic):
+    for batch in source.read(topic) if topic is not None else ():
         for rec in batch:
             if rec.partition != 0:
                 continue  # the ranker topic has one partition by design
@@ -303,28 +310,36 @@ def check_ranking(source: Source, published: list[_Published], todo: list[_Publi
                 internal[rec.offset] = orjson.loads(rec.value or b"")
             except orjson.JSONDecodeError:
                 log.warning("unreadable message %s@%d", topic, rec.offset)
-    spans = sorted({(lo, hi) for (t, lo, hi) in bases if t == topic})
+    have = sorted(internal)
+
+    def held(first: int, last: int) -> list[int]:
+        # the offsets that exist, not range(first, last + 1): a forged span may be 10**12 long
+        return have[bisect_left(have, first):bisect_right(have, last)]
+
+    # only whole batches are re-run: a span that is not (forged, or with a record lost) would
+    # feed the ranker records out of turn and so break every later batch's ranks
+    named = {basis[1:] for pub in published if (basis := _basis(pub.msg)) and basis[0] == topic}
+    spans = sorted(s for s in named if len(held(*s)) == s[1] - s[0] + 1)
     runs: list[tuple[int, int, bool]] = []  # (first, last, named by a published message)
-    cursor = min(internal) if internal else 0
+    cursor = have[0] if have else 0
     for lo, hi in spans:
         if lo > cursor:
             runs.append((cursor, lo - 1, False))
         runs.append((lo, hi, True))
         cursor = max(cursor, hi + 1)
-    if internal and max(internal) >= cursor:
-        runs.append((cursor, max(internal), False))
+    if have and have[-1] >= cursor:
+        runs.append((cursor, have[-1], False))
     ranker = RankerCore(_MemStore())
     results: dict[tuple[int, int], dict[tuple[str, str], dict[str, Any]]] = {}
-    incomplete: set[tuple[int, int]] = set()
-    for first, last, named in runs:
-        incoming = [internal[o] for o in range(first, last + 1) if o in internal]
-        if named and len(incoming) != last - first + 1:
-            incomplete.add((first, last))
+    for first, last, is_named in runs:
+        incoming = [internal[o] for o in held(first, last)]
+        if not is_named and not incoming:
+            continue
         stamp: dict[str, Any] | None = (
-            {"topic": topic, "offsets": [first, last]} if named else None)
+            {"topic": topic, "offsets": [first, last]} if is_named else None)
         out = ranker.process(incoming, stamp)
         report.ranker_batches += 1
-        if named:
+        if is_named:
             results[(first, last)] = {(m["window"], m["unit_id"]): m for m in out.scores}
     for pub in todo:
         msg = pub.msg
@@ -335,12 +350,14 @@ def check_ranking(source: Source, published: list[_Published], todo: list[_Publi
                                               f"rank_basis {msg.get('rank_basis')!r} unusable"))
             continue
         span = named_by[1], named_by[2]
-        if span in incomplete:
-            report.mismatches.append(Mismatch(pub.where, unit_id, window, "ranking",
-                                              f"batch {topic}@{span[0]}-{span[1]} "
-                                              "not all in history"))
+        if span not in results:
+            end = have[-1] if have else -1
+            report.mismatches.append(Mismatch(
+                pub.where, unit_id, window, "ranking", f"batch {topic}@{span[0]}-{span[1]} " + (
+                    f"reaches past the topic's end ({end})" if span[1] > end
+                    else "not all in history")))
             continue
-        again = results.get(span, {}).get((str(window), str(unit_id)))
+        again = results[span].get((str(window), str(unit_id)))
         if again is None:
             report.mismatches.append(Mismatch(pub.where, unit_id, window, "ranking",
                                               f"re-ranking {topic}@{span[0]}-{span[1]} does not "
@@ -365,6 +382,7 @@ def verify(source: Source, catalog: Catalog, model: Model, *, events_topic: str,
     started = time.perf_counter()
     report = VerifyReport(source.name)
     published = read_published(source, scores_topic, report)
+    topic = ranker_topic(source, published, internal_topic)  # before minutes of (a)
     wanted = set(units)
     todo = [p for p in published if not wanted or p.msg.get("unit_id") in wanted]
     dlq = read_dlq(source, dlq_topic, events_topic) if dlq_topic else None
@@ -377,7 +395,7 @@ def verify(source: Source, catalog: Catalog, model: Model, *, events_topic: str,
         check_content(source, catalog, model, events_topic, acceptor, todo, report)
     acceptor.stats.seconds = time.perf_counter() - t0
     report.ingest = acceptor.stats
-    check_ranking(source, published, todo, internal_topic, report)
+    check_ranking(source, published, todo, topic, report)
     report.mismatches.sort(key=lambda m: (m.where.rsplit("[", 1)[0], _pos(m.where), m.kind))
     report.seconds = time.perf_counter() - started
     return report

@@ -10,6 +10,8 @@ import orjson
 import pytest
 from audit_pipeline_sim import DLQ, EVENTS, SCORES, SimulatedPipeline
 
+from audit.exceptions import AuditError
+from audit.kafka_source import KafkaSource
 from audit.sources import MemorySource
 from audit.verify import verify
 from scoring.timeutil import parse_ts
@@ -111,3 +113,24 @@ def test_unit_filter_and_unreadable_messages(example_catalog, model, example_lin
     report = check(sim.source(), example_catalog, model, units=["quan-01"])
     assert [m.kind for m in report.mismatches] == ["unreadable"]
     assert report.checked == len(quan) > 0
+
+
+def test_an_unreachable_broker_is_an_error_and_its_consumers_are_stopped(
+        example_catalog, model, monkeypatch):  # type: ignore[no-untyped-def]
+    """No broker needed: nothing listens on port 1. A consumer whose start() failed must be
+    stopped too, or aiokafka reports it as unclosed after the real error."""
+    made = []
+    consumer = KafkaSource._consumer
+
+    def spy(self):  # type: ignore[no-untyped-def]
+        made.append(consumer(self))
+        return made[-1]
+
+    monkeypatch.setattr(KafkaSource, "_consumer", spy)
+    source = KafkaSource("127.0.0.1:1")
+    with pytest.raises(AuditError, match="bootstrap"):
+        check(source, example_catalog, model)  # read()
+    with pytest.raises(AuditError, match="bootstrap"):
+        source.has_topic(EVENTS)
+    assert len(made) == 2
+    assert all(c._closed for c in made)
