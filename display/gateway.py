@@ -176,7 +176,9 @@ def build_app(
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
-    app.router.add_get("/events", events)
+    # HEAD would open the stream (headers only, then the handler runs for ever): a client that
+    # reuses the connection reads SSE frames as the next response
+    app.router.add_get("/events", events, allow_head=False)
     app.router.add_get("/api/board", board_json)
     app.router.add_get("/healthz", health)
     return app

@@ -129,6 +129,9 @@ class Hub:
         self.screens.add(screen)
         metrics.DISPLAY_CLIENTS.set(len(self.screens))
         screen.buf.append(self._status_frame())
+        # out now: with Redis down no snapshot wakes the writer, and the screen would learn
+        # the state only at the next heartbeat
+        screen.wake.set()
         self._waiting.append(screen)
         self._want_snapshot.set()
         return screen

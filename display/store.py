@@ -215,21 +215,20 @@ async def _transaction(
         if board.shows_differently(before[key], rec):
             shown.append(key)
     switched = _switches(current, windows)
-    old_groups = {
-        old: [_text(g) for g in await pipe.smembers(keys.groups(old))]
-        for old, _new in switched.values()
-        if old is not None
-    }
+    stale = _stale_windows(current, switched, windows)
+    if unwatched := [keys.units(w) for w in stale if w not in by_window]:
+        # a writer that adds a group to the replaced window meanwhile would leave its zset
+        # without the expiry
+        await pipe.watch(*unwatched)
+    old_groups = {w: {_text(g) for g in await pipe.smembers(keys.groups(w))} for w in stale}
     first_rev = 0
     if shown:
         first_rev = await pipe.incrby(keys.rev, len(shown)) - len(shown) + 1
 
     pipe.multi()
     published: list[bytes] = []
-    for kind, (old_w, new_w) in switched.items():
+    for kind, (_old_w, new_w) in switched.items():
         pipe.hset(keys.current, kind, new_w)
-        if old_w is not None:
-            _expire_window(pipe, keys, old_w, old_groups[old_w])
         published.append(orjson.dumps({"t": "window", "kind": kind, "window": new_w}))
     if shown:
         # the time the board last changed for a screen, kept with it: a snapshot after a
@@ -244,6 +243,13 @@ async def _transaction(
         change = _write_row(pipe, keys, rec, before[key])
         if key in revs:
             published.append(change)
+    # after the row writes: EXPIRE on a key that does not exist yet is lost
+    for key in changed:
+        rec = rows[key]
+        if key[0] in old_groups and rec is not None and rec.get("peer_group"):
+            old_groups[key[0]].add(rec["peer_group"])  # a group new in this batch
+    for w, groups in old_groups.items():
+        _expire_window(pipe, keys, w, sorted(groups))
     if offsets:
         fields = {offset_field(t, p): o for (t, p), o in offsets.items()}
         pipe.hset(keys.offsets, mapping=fields)
@@ -262,6 +268,18 @@ def _switches(current: dict[str, str], windows: Iterable[str]) -> dict[str, tupl
         if board.is_newer_window(w, cur):
             out[kind] = (current.get(kind), w)
     return out
+
+
+def _stale_windows(
+    current: dict[str, str], switched: dict[str, tuple[str | None, str]], windows: list[str]
+) -> list[str]:
+    """Windows to expire: the one the batch replaced, and every window of the batch that is
+    not the current one after it (months skipped inside one batch, a rebuild's first batch, a
+    late message that brought back a window already expired). Each gets 40 days from now."""
+    now = {**current, **{kind: new for kind, (_old, new) in switched.items()}}
+    out = {old for old, _new in switched.values() if old is not None}
+    out.update(w for w in windows if now.get(board.window_parts(w)[0]) != w)
+    return sorted(out)
 
 
 def _expire_window(pipe: Any, keys: Keys, window: str, groups: list[str]) -> None:

@@ -12,9 +12,14 @@ const number = (name, fallback, lo, hi) => {
   return Number.isFinite(n) ? Math.min(hi, Math.max(lo, n)) : fallback;
 };
 
+// the window kinds the scorer publishes (streams/scorer.py LIVE_WINDOWS): any other one
+// ("quarter", a typo) would say "no figures yet" for ever, so it is dropped like a bad number
+const WINDOW_KINDS = ["month", "year"];
+const windows = list("window", "month").filter((k) => WINDOW_KINDS.includes(k));
+
 export const options = {
   lang: params.get("lang") === "en" ? "en" : "vi",
-  windows: list("window", "month"), // window kinds shown: month, year (quarter too)
+  windows: windows.length ? windows : ["month"], // window kinds shown, in this order
   groups: params.get("group") ? list("group", "") : null, // null: every group, districts first
   views: list("view", "board,map"), // board and/or map
   rotate: number("rotate", 0, 0, 86400), // seconds per view, 0 = no rotation

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
-from wall_support import SseReader, sample_board, score_message
+from wall_support import SseReader, free_port, sample_board, score_message
 
 from bando.infra import RedisServer
 from display import board, store
@@ -78,6 +80,53 @@ async def test_the_gateway_is_read_only(env):
         for path in ("/", "/events", "/api/board"):
             async with session.request(method, path) as resp:
                 assert resp.status == 405, (method, path)
+
+
+async def test_head_on_the_stream_is_refused_and_the_connection_stays_usable(
+    redis_server, unique
+):
+    """HEAD /events used to run the stream handler: its frames came where the next response
+    of a kept-alive connection should be, and never ended."""
+    server = await start_gateway(redis_server.url, f"test:{unique}:board", ping_seconds=1)
+    host = f"Host: 127.0.0.1:{server.port}\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"HEAD /events HTTP/1.1\r\n{host}\r\nGET /healthz HTTP/1.1\r\n{host}\r\n".encode()
+    )
+    await writer.drain()
+    got = b""
+    deadline = time.monotonic() + 3  # the stream's heartbeats would keep a read going for ever
+    try:
+        while b'"ok":true' not in got and (left := deadline - time.monotonic()) > 0:
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+            if not chunk:
+                break
+            got += chunk
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+        await server.close()
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405"), got[:200]
+    assert rest.startswith(b"HTTP/1.1 200") and b'"ok":true' in rest, got[:400]
+    assert b"retry:" not in got and b"event:" not in got
+
+
+async def test_a_screen_learns_at_once_that_redis_is_away():
+    """With Redis down no snapshot comes: the status frame must not wait for a heartbeat."""
+    server = await start_gateway(f"redis://127.0.0.1:{free_port()}/0", "nowhere", ping_seconds=15)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.make_url("/events")) as resp,
+        ):
+            t0 = time.monotonic()
+            status = await SseReader(resp).until("status", timeout=5)
+            assert status["redis"] is False
+            assert time.monotonic() - t0 < 2
+    finally:
+        await server.close()
 
 
 async def test_a_screen_gets_the_board_then_only_changes(env):

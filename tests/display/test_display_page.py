@@ -142,6 +142,46 @@ async def test_labels_follow_language_and_window(page):
     assert await browser.evaluate(text_of("#view-title")) == "Departments and agencies"
     assert await browser.evaluate(text_of("#conn-text")) == "Live"
     assert await browser.evaluate("document.documentElement.lang") == "en"
+    # the scorer publishes no quarter: asking for one falls back like any bad kiosk parameter,
+    # not "no figures yet" for ever
+    await browser.goto(base + "?group=department&window=quarter&lang=en")
+    await browser.wait_for(f"{text_of('#window-label')} === 'This month · April 2024'")
+    assert await browser.evaluate("document.querySelectorAll('#view .row[data-unit]').length") > 0
+    await browser.goto(base + "?group=department&window=quarter,year&lang=en")
+    await browser.wait_for(f"{text_of('#window-label')} === 'This year · 2024'")
+
+
+async def test_three_digit_ranks_and_moves_stay_in_their_cells(page):
+    """A ward board has more than 99 units: "118" and "▲ 123" ran into the name."""
+    browser, base, redis, keys, _ = page
+    msgs, changes = [], []
+    for i in range(130):
+        unit = {"unit_id": f"ward-x{i:03d}", "name": f"Phường Tân Định {i}", "peer_group": "wx"}
+        msgs.append(score_message(unit, W, AS_OF, round(90 - i * 0.3, 2), i + 1, 130))
+        changes.append({"peer_group": "wx", "window": W, "unit_id": unit["unit_id"],
+                        "old_rank": i + 124, "new_rank": i + 1, "total": 1.0, "as_of": AS_OF})
+    await store.apply_batch(redis, keys, items(msgs) + items(changes, board.RANK, 2000), {})
+    # the densest layout, on its second page (ranks 61-120)
+    await browser.goto(base + "?group=wx&rows=20&columns=3&view=board&lang=en")
+    await browser.wait_for(f"{text_of('#view .row[data-unit] .rank')} === '1'")
+    await browser.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: ' '}))")
+    last = '#view .row[data-unit="ward-x119"]'
+    await browser.wait_for(f"{text_of(last + ' .rank')} === '120'")
+    assert await browser.evaluate(text_of(last + " .move")) == "▲ 123"
+    # the text of each cell inside the cell, and the move's left of the name
+    boxes = await browser.evaluate(
+        "[...document.querySelectorAll('#view .row[data-unit]')].map(r => {"
+        " const [rank, move, name] = r.children;"
+        " const text = (c) => { const g = document.createRange(); g.selectNodeContents(c);"
+        "  return g.getBoundingClientRect(); };"
+        " const inside = (c) => text(c).left >= c.getBoundingClientRect().left - 0.5"
+        "  && text(c).right <= c.getBoundingClientRect().right + 0.5;"
+        " return [rank.textContent, inside(rank), inside(move),"
+        "  text(move).right <= name.getBoundingClientRect().left]; })"
+    )
+    assert len(boxes) == 60 and any(rank == "100" for rank, *_ in boxes)
+    assert [b for b in boxes if b[1:] != [True, True, True]] == [], json.dumps(boxes)
+    await browser.screenshot(ARTIFACTS / "wall-page-three-digit-ranks.png")
 
 
 async def test_redis_away_is_shown_then_the_board_comes_back(page):

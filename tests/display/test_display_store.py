@@ -137,6 +137,69 @@ async def test_new_month_switches_the_board_and_late_messages_stay_in_theirs(red
     await pubsub.aclose()
 
 
+async def window_ttls(redis, keys, window, groups=("district",)):
+    names = [keys.units(window), keys.view(window), keys.groups(window)]
+    names += [keys.group(window, g) for g in groups]
+    return [await redis.ttl(k) for k in names]
+
+
+async def test_every_window_a_batch_leaves_behind_expires(redis, ready):
+    """Not only the window that was current before the batch: months skipped inside one batch
+    (a rebuild from the topics' beginning, a writer that was away) and every window of a
+    rebuild's first batch were kept for ever."""
+    keys = ready
+    unit = {"unit_id": "district-01", "name": "Quận 1", "peer_group": "district"}
+
+    def score(window, as_of):
+        return score_message(unit, window, as_of, 80.0, 1, 1)
+
+    kept = range(1, store.OLD_WINDOW_TTL + 1)
+    # the first batch: no window was current before it
+    first = [
+        score("month:2024-01", "2024-01-31T10:00:00+07:00"),
+        score("month:2024-02", "2024-02-28T10:00:00+07:00"),
+        score("year:2023", "2023-12-31T10:00:00+07:00"),
+        score("year:2024", "2024-02-28T10:00:00+07:00"),
+    ]
+    await store.apply_batch(redis, keys, items(first), {})
+    for window in ("month:2024-01", "year:2023"):
+        assert all(t in kept for t in await window_ttls(redis, keys, window)), window
+    for window in ("month:2024-02", "year:2024"):
+        assert await window_ttls(redis, keys, window) == [-1] * 4, window
+    # the next one skips March and April: both expire with February
+    later = [
+        score("month:2024-03", "2024-03-31T10:00:00+07:00"),
+        score("month:2024-04", "2024-04-30T10:00:00+07:00"),
+        score("month:2024-05", "2024-05-10T10:00:00+07:00"),
+    ]
+    await store.apply_batch(redis, keys, items(later, ts=2000), {})
+    assert await redis.hget(keys.current, "month") == b"month:2024-05"
+    for window in ("month:2024-02", "month:2024-03", "month:2024-04"):
+        assert all(t in kept for t in await window_ttls(redis, keys, window)), window
+    assert await window_ttls(redis, keys, "month:2024-05") == [-1] * 4
+    # a late message in a new group of a past window, and one that brings back a window
+    # whose keys are gone: neither is kept for ever
+    ward = {"unit_id": "ward-001", "name": "Phường 1", "peer_group": "ward"}
+    await redis.delete(*await redis.keys(f"{keys.prefix}:w:month:2024-01:*"))  # as if expired
+    late = [
+        score_message(ward, "month:2024-03", "2024-03-31T11:00:00+07:00", 60.0, 1, 1),
+        score("month:2024-01", "2024-01-31T11:00:00+07:00"),
+    ]
+    await store.apply_batch(redis, keys, items(late, ts=3000), {})
+    ttls = await window_ttls(redis, keys, "month:2024-03", ("district", "ward"))
+    assert all(t in kept for t in ttls), ttls
+    assert all(t in kept for t in await window_ttls(redis, keys, "month:2024-01")), "recreated"
+    # what is kept for ever is the current board, nothing else
+    endless = {
+        k.decode() for k in await redis.keys(f"{keys.prefix}:w:*") if await redis.ttl(k) == -1
+    }
+    assert endless == {
+        name(w)
+        for w in ("month:2024-05", "year:2024")
+        for name in (keys.units, keys.view, keys.groups)
+    } | {keys.group("month:2024-05", "district"), keys.group("year:2024", "district")}
+
+
 async def test_rank_and_band_changes_reach_the_rows(redis, ready):
     keys = ready
     unit = {"unit_id": "district-03", "name": "Quận 3", "peer_group": "district"}
