@@ -3,7 +3,8 @@
 A worker owns some partitions of ``procedure-events``. For each it keeps, in changelog-backed
 tables (through the ``Store`` given to it), the event ids seen (de-duplication), the unit
 facts (``scoring.facts``), and the partition's watermark and input offset. The in-memory
-``UnitState`` objects mirror the facts table and are rebuilt from it after recovery.
+``UnitState`` objects mirror the facts table and are rebuilt from it after recovery, as the
+changelogs a crash left behind allow (``streams.rebuild``).
 
 Event time is the partition's watermark: the largest ``occurred_at`` seen there, ticks
 included. Scores are computed by ``scoring`` at that watermark, never at wall time.
@@ -33,15 +34,15 @@ from scoring.catalog import Catalog
 from scoring.dedup import CONFLICT, NEW, classify
 from scoring.engine import score_state
 from scoring.events import Event
-from scoring.facts import Dossier, Petition, Publication, UnitState, apply_event
+from scoring.facts import Dossier, UnitState, apply_event
 from scoring.model import Model
 from scoring.points import largest_losses
 from scoring.running import RecordKey, UnitCounts
 from scoring.timeutil import Window, format_ts, window_of
+from streams.rebuild import SEP, Rebuilt, fact_value, mark_key, rebuild
 
 log = logging.getLogger(__name__)
 
-SEP = "\x1f"  # fact keys: unit_id SEP kind SEP id; ids cannot hold control characters in practice
 LIVE_WINDOWS = ("month", "year")
 
 
@@ -80,26 +81,6 @@ class Outcome:
     duplicates: int = 0
 
 
-def _fact_value(state: UnitState, kind: str, ident: str) -> Any:
-    if kind == "d":
-        return state.dossiers[ident].to_dict()
-    if kind == "p":
-        return state.petitions[ident].to_dict()
-    pub = state.publications[ident]
-    return [pub.ts, pub.announced_on_time, pub.publicized_on_time, pub.complete]
-
-
-def _record(kind: str, value: Any) -> Dossier | Petition | Publication:
-    if kind == "d":
-        return Dossier.from_dict(value)
-    if kind == "p":
-        return Petition.from_dict(value)
-    return Publication(value[0], value[1], value[2], value[3])
-
-
-_TABLES = {"d": "dossiers", "p": "petitions", "pub": "publications"}
-
-
 class ScorerCore:
     def __init__(
         self,
@@ -131,6 +112,10 @@ class ScorerCore:
         self._split_warned: set[str] = set()  # units seen on two partitions (logged once)
         # per unit rebuilt and not flushed since: when its withdrawn dossiers were received
         self._withdrawn: dict[str, list[int]] = {}
+        # what a rebuild left to settle as the input is read again (``streams.rebuild``): its
+        # states, running counts and withdrawals are this object's own
+        self._rebuilt = Rebuilt(states=self.states, running=self.running,
+                                withdrawn=self._withdrawn)
         # the running counts settle dossiers in the model's time zone (its windows')
         self._settle_tz = None if keep_settled else model.timezone
 
@@ -153,10 +138,13 @@ class ScorerCore:
             prefetch("seen", [e.event_id for e in checked if not isinstance(e, EventRejected)])
             if self._settle_tz is not None:
                 prefetch("facts", self._absent_dossiers(checked))
+        held, orphans = self._rebuilt.held, self._rebuilt.orphans
         for msg, event in zip(batch, checked, strict=True):
             p = msg.partition
             if msg.offset > self.offset.get(p, -1):
                 self.offset[p] = msg.offset
+            if held and msg.offset >= held.get(p, 2**63):
+                del held[p]  # read again up to what the clock said: the facts have caught up
             clocks.add(p)
             if isinstance(event, EventRejected):
                 out.rejected.append((msg, event))
@@ -184,6 +172,8 @@ class ScorerCore:
             if self.unit_partition.get(unit_id) != p:
                 self.unit_partition[unit_id] = p
                 self.store.put("units", p, unit_id, p)
+                if orphans and unit_id in orphans:
+                    self._rebuilt.claim(self.store, unit_id, self._settle_tz)
             state = self.states.get(unit_id)
             if state is None:
                 state = self.states[unit_id] = UnitState()
@@ -203,11 +193,17 @@ class ScorerCore:
             if msg.timestamp_ms is not None:
                 self._pending_ts.setdefault(unit_id, msg.timestamp_ms)
         for (unit_id, kind, ident), p in touched.items():
-            value = _fact_value(self.states[unit_id], kind, ident)
+            value = fact_value(self.states[unit_id], kind, ident)
             self.store.put("facts", p, SEP.join((unit_id, kind, ident)), value)
         for p in clocks:
+            offset = self.offset.get(p)
             self.store.put("clock", p, str(p),
-                           {"wm": self.watermark.get(p), "offset": self.offset.get(p)})
+                           {"wm": self.watermark.get(p), "offset": offset, "marked": True})
+            # Last of the batch's writes to p's facts changelog: if it survives a crash, so did
+            # they (a partition's records arrive in order; streams.rebuild). Not while p is
+            # held: its facts lack input before the offset, and the old mark says so.
+            if p not in held:
+                self.store.put("facts", p, mark_key(p), offset)
         return out
 
     def dossiers_in_memory(self) -> int:
@@ -251,47 +247,15 @@ class ScorerCore:
         self._pending_ts.clear()
         # What this worker sent before may have been superseded by another worker meanwhile.
         self._last_sent.clear()
-        self._withdrawn.clear()
         self._last_risk.clear()
         self._open_index.clear()
-        for key, value in self.store.items("clock"):
-            p = int(key)
-            if p in partitions and value:
-                if value.get("wm") is not None:
-                    self.watermark[p] = value["wm"]
-                if value.get("offset") is not None:
-                    self.offset[p] = value["offset"]
-        for unit_id, p in self.store.items("units"):
-            if p in partitions:
-                self.unit_partition[unit_id] = p
         # Running counts from the facts, one record at a time (settled dossiers are counted
         # and dropped as they come); _last_counts is empty, so everything is re-scored once:
         # what was published before a crash may be behind.
-        for key, value in self.store.items("facts"):
-            unit_id, kind, ident = key.split(SEP, 2)
-            part = self.unit_partition.get(unit_id)
-            if part is None:
-                continue
-            record = _record(kind, value)
-            if (isinstance(record, Dossier) and record.withdrawn is not None
-                    and record.received_ts is not None):
-                self._withdrawn.setdefault(unit_id, []).append(record.received_ts)
-            running = self.running.get(unit_id)
-            if running is None:
-                state = self.states.get(unit_id)
-                if state is None:
-                    state = self.states[unit_id] = UnitState()
-                t = self.watermark.get(part)
-                if t is None:
-                    getattr(state, _TABLES[kind])[ident] = record
-                    continue
-                running = self.running[unit_id] = UnitCounts(state, t, self._settle_tz)
-            running.admit(kind, ident, record)
-        for unit_id, p in self.unit_partition.items():
-            t = self.watermark.get(p)
-            if t is not None and unit_id not in self.running:
-                self.running[unit_id] = UnitCounts(self.states.setdefault(unit_id, UnitState()),
-                                                   t, self._settle_tz)
+        got = self._rebuilt = rebuild(self.store, partitions, self._settle_tz)
+        self.watermark, self.offset = got.watermark, got.offset
+        self.unit_partition, self.states, self.running = got.unit_partition, got.states, got.running
+        self._withdrawn = got.withdrawn
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))
 
     # --- early warning ----------------------------------------------------------------------
@@ -310,10 +274,13 @@ class ScorerCore:
 
         out: list[dict[str, Any]] = []
         tz = self.model.timezone
+        held = self._rebuilt.held
         for unit_id, running in self.running.items():
             unit = self.catalog.by_id.get(unit_id)
             if unit is None or unit_id in self._touched:
                 continue
+            if held and self.unit_partition.get(unit_id) in held:
+                continue  # its facts may be missing events its time has seen (streams.rebuild)
             t = running.t
             window = window_of("month", t, tz)
             counts = running.counts(window)
@@ -368,8 +335,14 @@ class ScorerCore:
         out: list[dict[str, Any]] = []
         tz = self.model.timezone
         touched, self._touched = self._touched, {}
+        held = self._rebuilt.held
         windows_of: dict[int, tuple[Window, ...]] = {}  # per partition: its live windows
         for unit_id, p in self.unit_partition.items():
+            if held and p in held:
+                # scored once its input read again has caught up (streams.rebuild)
+                if unit_id in touched:
+                    self._touched[unit_id] = touched[unit_id]
+                continue
             t = self.watermark.get(p)
             unit = self.catalog.by_id.get(unit_id)
             if t is None or unit is None:
@@ -423,5 +396,9 @@ class ScorerCore:
                 })
                 out.append(msg)
             self._withdrawn.pop(unit_id, None)
-        self._pending_ts.clear()
+        if held:
+            self._pending_ts = {u: ms for u, ms in self._pending_ts.items()
+                                if self.unit_partition.get(u) in held}
+        else:
+            self._pending_ts.clear()
         return out

@@ -1,0 +1,152 @@
+"""The scorer's in-memory state rebuilt from its tables after recovery (``ScorerCore.rebuild``).
+
+The four tables have four changelog topics. A crash keeps, of what was written since the last
+commit, some prefix of each topic partition (a partition's records arrive in order; topics and
+partitions are independent), and the input since the last commit is read again, which writes
+everything lost again. Until that re-read has caught up, the tables may disagree in two ways
+that used to mislead the rebuild:
+
+* **Facts without their ``units`` record.** A unit's ``units`` record is written only with its
+  first event on a partition, so its loss leaves facts whose partition is unknown (the memory
+  store holds standby partitions too, so "in the store" is not "owned"). Those facts are set
+  aside (``Rebuilt.orphans``, keys only) and brought in all at once by the unit's first event
+  read again, before that event is folded (``Rebuilt.claim``). The re-read must contain it: the
+  batch that wrote the lost record was not committed. Brought back one dossier at a time as
+  events came, with a flush in between, they gave running counts built from part of the unit:
+  wrong counts, or ``unsettle`` raising and stopping the worker.
+* **A ``clock`` record newer than the facts.** Each batch also writes its partitions' input
+  offset into the facts changelog, after its facts (``mark_key``): a mark that survived says
+  every fact written before it did. A partition whose mark is behind its clock, or missing
+  while the clock says its batch wrote one, is *held* (``Rebuilt.held``): neither scored nor
+  assessed until the re-read reaches the clock's offset, which it does since the commit is
+  behind the mark. Batches read while held write no mark (their facts still lack the rest),
+  so a second crash holds again. Scored at once, a held partition published counts missing
+  events at the newer time: a false band change down, then up. A partition whose mark has
+  caught up is not held, so a restart with nothing to read again publishes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from scoring.facts import Dossier, Petition, Publication, UnitState
+from scoring.running import UnitCounts
+
+if TYPE_CHECKING:
+    from streams.scorer import Store
+
+log = logging.getLogger(__name__)
+
+SEP = "\x1f"  # fact keys: unit_id SEP kind SEP id; ids cannot hold control characters in practice
+_TABLES = {"d": "dossiers", "p": "petitions", "pub": "publications"}
+
+
+def mark_key(partition: int) -> str:
+    """The key of a partition's offset mark in the facts table (no unit id is empty)."""
+    return f"{SEP}mark{SEP}{partition}"
+
+
+def fact_value(state: UnitState, kind: str, ident: str) -> Any:
+    """A record of the facts table, as JSON (``record_of`` reads it back)."""
+    if kind == "d":
+        return state.dossiers[ident].to_dict()
+    if kind == "p":
+        return state.petitions[ident].to_dict()
+    pub = state.publications[ident]
+    return [pub.ts, pub.announced_on_time, pub.publicized_on_time, pub.complete]
+
+
+def record_of(kind: str, value: Any) -> Dossier | Petition | Publication:
+    if kind == "d":
+        return Dossier.from_dict(value)
+    if kind == "p":
+        return Petition.from_dict(value)
+    return Publication(value[0], value[1], value[2], value[3])
+
+
+@dataclass(slots=True)
+class Rebuilt:
+    """What ``rebuild`` gives ``ScorerCore`` (same meanings as its attributes)."""
+
+    watermark: dict[int, int] = field(default_factory=dict)
+    offset: dict[int, int] = field(default_factory=dict)
+    unit_partition: dict[str, int] = field(default_factory=dict)
+    states: dict[str, UnitState] = field(default_factory=dict)
+    running: dict[str, UnitCounts] = field(default_factory=dict)
+    withdrawn: dict[str, list[int]] = field(default_factory=dict)
+    orphans: dict[str, list[str]] = field(default_factory=dict)  # unit -> its facts keys
+    held: dict[int, int] = field(default_factory=dict)  # partition -> offset to read again
+
+    def admit(self, unit_id: str, kind: str, ident: str, value: Any, t: int | None,
+              settle_tz: str | None) -> None:
+        """Add one fact record to its unit: counted at ``t`` (settled dossiers are counted
+        and dropped as they come), or kept in the state for the first flush to count."""
+        record = record_of(kind, value)
+        if (isinstance(record, Dossier) and record.withdrawn is not None
+                and record.received_ts is not None):
+            self.withdrawn.setdefault(unit_id, []).append(record.received_ts)
+        running = self.running.get(unit_id)
+        if running is None:
+            state = self.states.get(unit_id)
+            if state is None:
+                state = self.states[unit_id] = UnitState()
+            if t is None:
+                getattr(state, _TABLES[kind])[ident] = record
+                return
+            running = self.running[unit_id] = UnitCounts(state, t, settle_tz)
+        running.admit(kind, ident, record)
+
+    def claim(self, store: Store, unit_id: str, settle_tz: str | None) -> None:
+        """A unit's first event read again, its facts found without their ``units`` record:
+        all of them come in, before the event is folded."""
+        for key in self.orphans.pop(unit_id):
+            value = store.get("facts", key)
+            if value is not None:
+                _, kind, ident = key.split(SEP, 2)
+                self.admit(unit_id, kind, ident, value, None, settle_tz)
+
+
+def rebuild(store: Store, partitions: set[int], settle_tz: str | None) -> Rebuilt:
+    """The state of ``partitions`` from ``store``'s tables, one facts record at a time."""
+    out = Rebuilt()
+    marked: dict[int, bool] = {}
+    for key, value in store.items("clock"):
+        p = int(key)
+        if p in partitions and value:
+            if value.get("wm") is not None:
+                out.watermark[p] = value["wm"]
+            if value.get("offset") is not None:
+                out.offset[p] = value["offset"]
+            marked[p] = bool(value.get("marked"))
+    for unit_id, p in store.items("units"):
+        if p in partitions:
+            out.unit_partition[unit_id] = p
+    marks: dict[int, int] = {}
+    admit, watermark = out.admit, out.watermark
+    for key, value in store.items("facts"):
+        unit_id, kind, ident = key.split(SEP, 2)
+        if not unit_id:  # mark_key
+            marks[int(ident)] = value
+            continue
+        part = out.unit_partition.get(unit_id)
+        if part is None:
+            out.orphans.setdefault(unit_id, []).append(key)
+            continue
+        admit(unit_id, kind, ident, value, watermark.get(part), settle_tz)
+    for p, offset in out.offset.items():
+        mark = marks.get(p, -1)
+        # a clock written before marks existed (no "marked") is trusted, as it was then
+        if mark < offset and marked.get(p):
+            out.held[p] = offset
+    for unit_id, p in out.unit_partition.items():
+        t = out.watermark.get(p)
+        if t is not None and unit_id not in out.running:
+            state = out.states.setdefault(unit_id, UnitState())
+            out.running[unit_id] = UnitCounts(state, t, settle_tz)
+    if out.held or out.orphans:
+        log.info("changelogs behind one another (a crash): partitions %s wait for their input "
+                 "read again, facts of %d units without a partition for their next event",
+                 sorted(out.held), len(out.orphans))
+    return out
