@@ -8,7 +8,9 @@ it catch up alone:
 * Redis away: the batch fails, the writer waits for Redis, then rewinds every partition to the
   position Redis holds and reads the lost batch again (writes are idempotent).
 * Redis back *empty*: its epoch key is gone, so the writer rewinds to the beginning of the
-  topics and rebuilds the board.
+  topics and rebuilds the board, marked as catching up (``display.catchup``) until it has read
+  as far as the topics reached when it began: screens must not take months-old boards, shown
+  one after the other, for the current one.
 
 Several writers may run at once (for availability): each reads everything, and the optimistic
 transaction makes their writes commute.
@@ -32,7 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bando import metrics
-from display import board, store
+from display import board, catchup, store
 from display.exceptions import BadMessage
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,7 @@ class BoardWriter:
                     # or screens show an empty board until the next score is published
                     next_epoch = time.monotonic() + self.config.epoch_interval
                     await store.check_epoch(self.redis, self.keys)
+                    await self._settle_catchup(consumer)
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + 5.0
                     with contextlib.suppress(TimeoutError):
@@ -199,12 +202,45 @@ class BoardWriter:
                 consumer.seek(tp, pos)
         if fresh:
             await consumer.seek_to_beginning(*fresh)
+            await self._mark_catchup(consumer, fresh)
         self.stats.rewinds += 1
         log.info(
             "board writer positioned: %d partitions from Redis, %d from the beginning",
             len(self._assigned) - len(fresh),
             len(fresh),
         )
+
+    async def _mark_catchup(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
+        """Read from the beginning, the board replays history until it reaches where the topics
+        end now: say so on the board (empty partitions have nothing to replay)."""
+        ends = await consumer.end_offsets(fresh)
+        starts = await consumer.beginning_offsets(fresh)
+        targets = {
+            (tp.topic, tp.partition): end for tp, end in ends.items() if end > starts.get(tp, 0)
+        }
+        if await catchup.mark_catchup(self.redis, self.keys, targets):
+            log.info("board marked as catching up until %s", _positions_text(targets))
+
+    async def _settle_catchup(self, consumer: AIOKafkaConsumer) -> None:
+        """An idle writer stores its positions while the board is marked as catching up.
+
+        Its rows are written up to them, and they may be past the last record's offset + 1 that
+        batches store (transaction markers, compaction): the mark would never end. They also end
+        a catch-up that a writer which died mid-rebuild left on partitions with no new record.
+        """
+        targets = await catchup.read_catchup(self.redis, self.keys)
+        if not targets:
+            return
+        stored = await store.read_offsets(self.redis, self.keys)
+        positions: dict[tuple[str, int], int] = {}
+        for topic, part in targets:
+            tp = TopicPartition(topic, part)
+            if tp in self._assigned:
+                pos = await consumer.position(tp)
+                if pos > stored.get((topic, part), -1):  # another writer may be further on
+                    positions[(topic, part)] = pos
+        if positions:
+            await store.apply_batch(self.redis, self.keys, [], positions)
 
     async def _write(self, batch: dict[TopicPartition, list]) -> None:
         items: list[store.Item] = []
@@ -247,6 +283,10 @@ class BoardWriter:
         if error != self.stats.last_error:
             log.warning("board writer waiting: %s", error)
         self.stats.last_error = error
+
+
+def _positions_text(positions: dict[tuple[str, int], int]) -> str:
+    return ", ".join(f"{t}/{p}@{o}" for (t, p), o in sorted(positions.items()))
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -135,6 +135,7 @@ async def health(request: web.Request) -> web.Response:
         "ok": True,
         "redis": hub.redis_ok,
         "screens": len(hub.screens),
+        "catching_up": hub.catching_up,
         "seconds_since_change": (
             round(time.monotonic() - hub.last_change, 1) if hub.last_change else None
         ),

@@ -96,6 +96,7 @@ class Hub:
         self.screens: set[Screen] = set()
         self.redis_ok = False
         self.last_change = 0.0  # monotonic time of the last change fanned out
+        self.catching_up = False  # as the last snapshot or catch-up message said (/healthz)
         self._waiting: list[Screen] = []
         self._reading: set[Screen] = set()  # screens whose snapshot is being read
         self._want_snapshot = asyncio.Event()
@@ -221,8 +222,12 @@ class Hub:
 
     def _on_change(self, data: bytes) -> None:
         self.last_change = time.monotonic()
-        if data.startswith(b'{"t":"window"'):
-            self._resync_all()  # a new month or year: screens take the new board whole
+        # a new month or year: screens take the new board whole; a catch-up that begins or
+        # ends: the snapshot says so, and at the end brings the board as it is now
+        if data.startswith((b'{"t":"window"', b'{"t":"catchup"')):
+            if data.startswith(b'{"t":"catchup"'):
+                self.catching_up = data == store.CATCHUP_ON  # /healthz, with no screen too
+            self._resync_all()
             return
         self._broadcast(frame("change", data))
 
@@ -254,6 +259,7 @@ class Hub:
             # a read that works says Redis is back (a failed read said it was down, and a
             # subscription that never broke would never say otherwise)
             self._set_redis(True)
+            self.catching_up = bool(snap.get("catching_up"))
             snap["server_time"] = datetime.now(UTC).isoformat(timespec="seconds")
             data = frame("snapshot", orjson.dumps(snap))
             for s in batch:

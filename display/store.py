@@ -10,12 +10,20 @@ Layout (``P`` is the key prefix, ``bando:board`` by default, so tests can share 
     P:offsets               hash  "topic/partition" -> next offset to read
     P:epoch                 string set when the writer first syncs; gone means Redis lost data
     P:rev                   counter, stamps every row write so screens can drop stale changes
-    P:changes               pub/sub channel of every change (row or window switch)
+    P:updated               string  wall time of the last write a screen sees
+    P:catchup               hash  "topic/partition" -> end offset: set while the board is
+                                  rebuilt from the topics' beginning, gone once caught up
+    P:changes               pub/sub channel of every change (row, window switch, catch-up)
 
 Rows are keyed by window, not by window kind, so a late message for last month updates last
 month's board and never the current one; ``P:current`` moves forward only. Consumed offsets are
 written in the same transaction as the rows they produced, so after any crash the board and
 its position agree, and a Redis that comes back empty (no epoch) is rebuilt from the topics.
+
+A rebuild replays months of history: ``P:catchup`` says so to screens until the board's stored
+positions reach the ends the topics had when it began. It holds its targets rather than an
+owner, so any writer's batch can end it, including one that took over from a writer that died
+mid-rebuild.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "bando:board"
 OLD_WINDOW_TTL = 40 * 86_400  # seconds a replaced window's board is kept, for late readers
+# the catch-up mark's messages on P:changes (display.catchup sets it, apply_batch clears it)
+CATCHUP_ON = b'{"t":"catchup","active":true}'
+CATCHUP_OFF = b'{"t":"catchup","active":false}'
 
 
 class BoardLost(DisplayError):
@@ -73,6 +84,11 @@ class Keys:
     def updated(self) -> str:
         """Wall time of the last write a screen sees (the page's "updated at")."""
         return f"{self.prefix}:updated"
+
+    @property
+    def catchup(self) -> str:
+        """Set while the board catches up with the topics (see :mod:`display.catchup`)."""
+        return f"{self.prefix}:catchup"
 
     @property
     def channel(self) -> str:
@@ -127,6 +143,11 @@ def redact(url: str) -> str:
     return re.sub(r"//[^/]*@", "//***@", url)
 
 
+def stamp_now() -> str:
+    """The writer's wall time for ``P:updated`` and the changes (one clock for every screen)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -135,13 +156,17 @@ def offset_field(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
 
-async def read_offsets(redis: Redis, keys: Keys) -> dict[tuple[str, int], int]:
-    raw = await redis.hgetall(keys.offsets)
+def parse_positions(raw: dict[Any, Any]) -> dict[tuple[str, int], int]:
+    """A hash of "topic/partition" -> offset (``P:offsets``, ``P:catchup``) as a dict."""
     out: dict[tuple[str, int], int] = {}
     for k, v in raw.items():
         topic, _, part = _text(k).rpartition("/")
         out[(topic, int(part))] = int(v)
     return out
+
+
+async def read_offsets(redis: Redis, keys: Keys) -> dict[tuple[str, int], int]:
+    return parse_positions(await redis.hgetall(keys.offsets))
 
 
 async def ensure_epoch(redis: Redis, keys: Keys, token: str) -> None:
@@ -166,7 +191,8 @@ async def apply_batch(
 
     Optimistic concurrency (WATCH on the touched hashes) makes a second writer safe: a
     conflicting transaction is recomputed from the fresh rows. Raises :class:`BoardLost` when
-    the epoch key is gone.
+    the epoch key is gone. A batch whose positions complete a catch-up ends it (no items:
+    only positions, e.g. of an idle writer).
     """
     # apply in version order: the result does not depend on it, but fewer rows flip back and forth
     ordered = sorted(items, key=lambda it: (parse_ts(it.msg["as_of"]) or 0, it.timestamp_ms))
@@ -188,10 +214,12 @@ async def _transaction(
         if it.msg["unit_id"] not in ids:
             ids.append(it.msg["unit_id"])
     windows = sorted(by_window)
-    await pipe.watch(*[keys.units(w) for w in windows], keys.current, keys.epoch)
+    # the catch-up mark too: a writer adding targets meanwhile must not see them cleared
+    await pipe.watch(*[keys.units(w) for w in windows], keys.current, keys.epoch, keys.catchup)
     # after WATCH the pipeline runs commands at once, until MULTI
     if await pipe.get(keys.epoch) is None:
         raise BoardLost("the board's epoch key is missing")
+    caught_up = await _catches_up(pipe, keys, offsets)
     current = {_text(k): _text(v) for k, v in (await pipe.hgetall(keys.current)).items()}
     rows: dict[tuple[str, str], board.Record | None] = {}
     for w, ids in by_window.items():
@@ -227,20 +255,21 @@ async def _transaction(
 
     pipe.multi()
     published: list[bytes] = []
+    stamp = stamp_now()
     for kind, (_old_w, new_w) in switched.items():
         pipe.hset(keys.current, kind, new_w)
         published.append(orjson.dumps({"t": "window", "kind": kind, "window": new_w}))
     if shown:
         # the time the board last changed for a screen, kept with it: a snapshot after a
         # gateway restart or a reconnect must not make an old board look fresh
-        pipe.set(keys.updated, datetime.now(UTC).isoformat(timespec="seconds"))
+        pipe.set(keys.updated, stamp)
     revs = {key: first_rev + i for i, key in enumerate(shown)}
     for key in changed:
         rec = rows[key]
         assert rec is not None
         if key in revs:
             rec["rev"] = revs[key]
-        change = _write_row(pipe, keys, rec, before[key])
+        change = _write_row(pipe, keys, rec, before[key], stamp)
         if key in revs:
             published.append(change)
     # after the row writes: EXPIRE on a key that does not exist yet is lost
@@ -253,10 +282,31 @@ async def _transaction(
     if offsets:
         fields = {offset_field(t, p): o for (t, p), o in offsets.items()}
         pipe.hset(keys.offsets, mapping=fields)
+    if caught_up:
+        pipe.delete(keys.catchup)
+        published.append(CATCHUP_OFF)
     for payload in published:
         pipe.publish(keys.channel, payload)
     await pipe.execute()
     return BatchResult(changed=len(shown), stored=len(changed), published=published)
+
+
+async def _catches_up(pipe: Any, keys: Keys, offsets: dict[tuple[str, int], int]) -> bool:
+    """Whether the board reaches every target of the catch-up mark with this batch.
+
+    A stored position is a writer's word that the board holds every record before it (it was
+    written with them), whoever wrote it: so the furthest of the stored and the batch's counts.
+    """
+    targets = {_text(k): int(v) for k, v in (await pipe.hgetall(keys.catchup)).items()}
+    if not targets:
+        return False
+    ours = {offset_field(t, p): o for (t, p), o in offsets.items()}
+    names = list(targets)
+    stored = await pipe.hmget(keys.offsets, names)
+    return all(
+        max(int(s) if s else -1, ours.get(f, -1)) >= targets[f]
+        for f, s in zip(names, stored, strict=True)
+    )
 
 
 def _switches(current: dict[str, str], windows: Iterable[str]) -> dict[str, tuple[str | None, str]]:
@@ -289,8 +339,11 @@ def _expire_window(pipe: Any, keys: Keys, window: str, groups: list[str]) -> Non
         pipe.expire(keys.group(window, g), OLD_WINDOW_TTL)
 
 
-def _write_row(pipe: Any, keys: Keys, rec: board.Record, old: board.Record | None) -> bytes:
-    """Queue the writes of one changed row; returns the change message to publish."""
+def _write_row(
+    pipe: Any, keys: Keys, rec: board.Record, old: board.Record | None, stamp: str
+) -> bytes:
+    """Queue the writes of one changed row; returns the change message to publish, with the
+    stamp ``P:updated`` gets: a screen's "updated at" never comes from the screen's clock."""
     w, uid, pg = rec["window"], rec["unit_id"], rec.get("peer_group")
     shown = board.view(rec)
     shown_json = orjson.dumps(shown)
@@ -302,7 +355,10 @@ def _write_row(pipe: Any, keys: Keys, rec: board.Record, old: board.Record | Non
     if pg:
         pipe.sadd(keys.groups(w), pg)
         pipe.zadd(keys.group(w, pg), {uid: board.sort_key(rec)})
-    return b'{"t":"unit","window":' + orjson.dumps(w) + b',"unit":' + shown_json + b"}"
+    return (
+        b'{"t":"unit","window":' + orjson.dumps(w) + b',"updated":' + orjson.dumps(stamp)
+        + b',"unit":' + shown_json + b"}"
+    )
 
 
 async def read_snapshot(redis: Redis, keys: Keys) -> dict[str, Any]:
@@ -318,4 +374,5 @@ async def read_snapshot(redis: Redis, keys: Keys) -> dict[str, Any]:
         boards[window] = {g: board.order_views(vs) for g, vs in sorted(groups.items())}
     updated = await redis.get(keys.updated)
     return {"windows": current, "boards": boards,
-            "updated": _text(updated) if updated is not None else None}
+            "updated": _text(updated) if updated is not None else None,
+            "catching_up": bool(await redis.exists(keys.catchup))}

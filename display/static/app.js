@@ -32,7 +32,8 @@ export const state = {
   windows: {},
   boards: {},
   flashes: new Map(), // "window|unit" -> time the row last changed (ms)
-  received: null, // Date of the last snapshot or change
+  received: null, // Date the board last changed (the writer's stamp)
+  catchingUp: false, // the board is being rebuilt from the topics (it shows history)
   redis: null,
   conn: "connecting",
   viewIndex: 0,
@@ -113,6 +114,7 @@ function applySnapshot(snap) {
   // when the board last changed (the writer's stamp), not when this page got it: a
   // reconnect must not make a board the feed stopped updating look fresh
   if (snap.updated) state.received = new Date(snap.updated);
+  state.catchingUp = snap.catching_up === true;
   state.snapshots += 1;
   scheduleRender();
 }
@@ -125,7 +127,10 @@ function applyChange(msg) {
   if (old && old.rev >= msg.unit.rev) return; // already shown, or older than what is shown
   rows.set(msg.unit.unit_id, msg.unit);
   state.flashes.set(`${msg.window}|${msg.unit.unit_id}`, Date.now());
-  state.received = new Date();
+  // the writer's stamp, as in a snapshot: this screen's clock may be off, and the time
+  // would jump between the two. A change without one (an older writer) keeps the last stamp.
+  const stamp = new Date(msg.updated);
+  if (msg.updated && !Number.isNaN(stamp.getTime())) state.received = stamp;
   state.changes += 1;
   scheduleRender();
 }

@@ -14,13 +14,16 @@ const TEXT = {
     never: "—",
     stale: "Mất kết nối: số liệu trên màn hình có thể đã cũ",
     redisDown: "Nguồn số liệu tạm gián đoạn: đang chờ khôi phục",
+    catchup: "Đang cập nhật lại bảng từ nguồn số liệu: số liệu trên màn hình chưa phải mới nhất",
     conn: {
       connecting: "Đang kết nối…",
       live: "Trực tiếp",
+      catchup: "Đang cập nhật lại",
       reconnecting: "Mất kết nối · đang thử lại",
       nodata: "Gián đoạn nguồn số liệu",
     },
     window: { month: "Tháng này", quarter: "Quý này", year: "Năm nay" },
+    pastWindow: { month: "Tháng", quarter: "Quý", year: "Năm" },
     groups: {
       district: "Quận, huyện, TP Thủ Đức",
       department: "Sở, ban, ngành",
@@ -77,13 +80,16 @@ const TEXT = {
     never: "—",
     stale: "Connection lost: the figures on screen may be out of date",
     redisDown: "Data source interrupted: waiting for it to come back",
+    catchup: "Catching up with the data source: the figures on screen are not the latest yet",
     conn: {
       connecting: "Connecting…",
       live: "Live",
+      catchup: "Catching up",
       reconnecting: "Connection lost · retrying",
       nodata: "Data source interrupted",
     },
     window: { month: "This month", quarter: "This quarter", year: "This year" },
+    pastWindow: { month: "Month", quarter: "Quarter", year: "Year" },
     groups: {
       district: "Districts and Thu Duc City",
       department: "Departments and agencies",
@@ -139,8 +145,9 @@ const MONTHS_EN = [
   "July", "August", "September", "October", "November", "December",
 ];
 
-// "month:2024-04" -> "Tháng này · 04/2024" / "This month · April 2024"
-export function windowLabel(window, lang) {
+// "month:2024-04" -> "Tháng này · 04/2024" / "This month · April 2024"; not the current one
+// (a board catching up shows history) -> "Tháng · 04/2024" / "Month · April 2024"
+export function windowLabel(window, lang, current = true) {
   const t = texts(lang);
   const [kind, key] = String(window || "").split(":");
   if (!key) return "";
@@ -152,7 +159,7 @@ export function windowLabel(window, lang) {
     const [y, q] = key.split("-");
     when = lang === "en" ? `${q} ${y}` : `Quý ${String(q).replace("Q", "")}/${y}`;
   }
-  const head = t.window[kind] || kind;
+  const head = (current ? t.window : t.pastWindow)[kind] || kind;
   return `${head} · ${when}`;
 }
 

@@ -231,11 +231,15 @@ export function renderChrome(state, cur, options) {
   const view = cur.view;
   byId("title").textContent = t.title;
   byId("view-title").textContent = view.type === "map" ? t.map : groupLabel(view.group, options.lang);
-  byId("window-label").textContent = windowLabel(view.window || `${view.kind}:`, options.lang);
+  // while catching up the window shown is history, not "this month"
+  byId("window-label").textContent = windowLabel(
+    view.window || `${view.kind}:`, options.lang, !state.catchingUp,
+  );
   byId("page-label").textContent = view.type === "board" && view.pages > 1
     ? t.page(view.page + 1, view.pages) : "";
-  // with its date once it is not today's: an old time of day reads as fresh
-  const updated = state.received;
+  // with its date once it is not today's: an old time of day reads as fresh. While catching
+  // up the board changes every moment but shows history: its time would read as fresh.
+  const updated = state.catchingUp ? null : state.received;
   const today = updated && formatTime(updated, "en", true).slice(0, 10)
     === formatTime(new Date(), "en", true).slice(0, 10);
   byId("updated").textContent = `${t.updated} ${updated ? formatTime(updated, options.lang, !today) : t.never}`;
@@ -261,15 +265,21 @@ export function renderLegend(options) {
   }
 }
 
+// A live link to a board that is being rebuilt is not "Live": what it shows is history.
+function shownConn(state) {
+  return state.conn === "live" && state.catchingUp ? "catchup" : state.conn;
+}
+
 export function setConnection(state, options) {
   const t = texts(options.lang);
+  const shown = shownConn(state);
   const conn = byId("conn");
-  conn.className = `conn conn-${state.conn}`;
-  byId("conn-text").textContent = t.conn[state.conn] || state.conn;
+  conn.className = `conn conn-${shown}`;
+  byId("conn-text").textContent = t.conn[shown] || shown;
   const stale = byId("stale");
-  const bad = state.conn === "reconnecting" || state.conn === "nodata";
+  const bad = shown === "reconnecting" || shown === "nodata" || shown === "catchup";
   stale.hidden = !bad;
-  stale.textContent = state.conn === "nodata" ? t.redisDown : t.stale;
+  stale.textContent = shown === "nodata" ? t.redisDown : shown === "catchup" ? t.catchup : t.stale;
   document.body.classList.toggle("is-stale", bad);
 }
 

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from wall_support import SseReader, free_port, sample_board, score_message
 
 from bando.infra import RedisServer
-from display import board, store
+from display import board, catchup, store
 from display.gateway import STATIC_DIR, GatewayConfig, build_app
 
 pytestmark = pytest.mark.integration
@@ -150,6 +150,7 @@ async def test_a_screen_gets_the_board_then_only_changes(env):
         change = await sse.until("change")
         assert change["window"] == W
         assert change["unit"]["unit_id"] == "district-07" and change["unit"]["total"] == 99.5
+        assert change["updated"] == (await redis.get(keys.updated)).decode()  # writer's clock
     async with session.get("/api/board") as resp:
         body = await resp.json()
     row = next(r for r in body["boards"][W]["district"] if r["unit_id"] == "district-07")
@@ -208,3 +209,22 @@ async def test_screens_resync_after_redis_restarts(tmp_path, unique):
             await gw.close()
         await redis.aclose()
         server.stop()
+
+
+async def test_screens_are_told_when_the_board_catches_up_and_when_it_is_done(env):
+    """A rebuild shows history: the snapshot says so, and every screen gets a new one when
+    the catch-up begins and when it ends."""
+    redis, keys, session = env
+    await store.apply_batch(redis, keys, items(sample_board(W, AS_OF)[:5]), {})
+    async with session.get("/events") as resp:
+        sse = SseReader(resp)
+        assert (await sse.until("snapshot"))["catching_up"] is False
+        await catchup.mark_catchup(redis, keys, {("unit-scores", 0): 8})
+        assert (await sse.until("snapshot"))["catching_up"] is True
+        async with session.get("/api/board") as board_resp:
+            assert (await board_resp.json())["catching_up"] is True
+        async with session.get("/healthz") as health:
+            assert (await health.json())["catching_up"] is True
+        await store.apply_batch(redis, keys, [], {("unit-scores", 0): 8})
+        done = await sse.until("snapshot")
+        assert done["catching_up"] is False and done["boards"][W]

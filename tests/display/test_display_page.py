@@ -16,7 +16,7 @@ from wall_browser import Browser, chromium_available, text_of
 from wall_support import REPO, XSS_NAME, catalog_units, sample_board, score_message
 
 from bando.infra import RedisServer
-from display import board, store
+from display import board, catchup, store
 from display.gateway import STATIC_DIR, GatewayConfig, build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -200,8 +200,9 @@ async def test_redis_away_is_shown_then_the_board_comes_back(page):
     await store.apply_batch(redis, keys, items(sample_board(W, AS_OF)), {})
     await browser.wait_for("document.getElementById('conn').classList.contains('conn-live')", 15)
     await browser.wait_for("document.querySelectorAll('#view .row[data-unit]').length === 22", 15)
-    snapshots = await browser.evaluate("window.__bando.snapshots")
-    assert snapshots >= 2, json.dumps(snapshots)
+    # waited for: the status frame ("live") goes out before the snapshot is read, and the old
+    # board is still on screen, so both conditions above can hold before it arrives
+    await browser.wait_for("window.__bando.snapshots >= 2", 15)
 
 
 async def test_a_quiet_board_keeps_its_connection(page):
@@ -212,3 +213,52 @@ async def test_a_quiet_board_keeps_its_connection(page):
     await asyncio.sleep(8)  # the page's watchdog gives up after 3 heartbeats (1 s here)
     assert await browser.evaluate("window.__bando.snapshots") == 1
     assert await browser.evaluate("window.__bando.conn") == "live"
+
+
+LIVE = "document.getElementById('conn').classList.contains('conn-live')"
+CATCHING_UP = "document.getElementById('conn').classList.contains('conn-catchup')"
+
+
+async def test_a_board_catching_up_is_not_shown_as_live(page):
+    """A rebuild walks through months-old boards: the page said "Live", "This month" and a
+    fresh "updated at" over each of them (found in review)."""
+    browser, base, redis, keys, _ = page
+    await browser.goto(base + "?group=district&lang=en")
+    await browser.wait_for(f"{LIVE} && {text_of('#window-label')} === 'This month · April 2024'")
+    await catchup.mark_catchup(redis, keys, {("unit-scores", 0): 50})
+    await browser.wait_for(f"{CATCHING_UP} && {text_of('#window-label')} === 'Month · April 2024'")
+    assert await browser.evaluate(text_of("#conn-text")) == "Catching up"
+    assert await browser.evaluate(text_of("#updated")) == "Updated at —"
+    assert not await browser.evaluate("document.getElementById('stale').hidden")
+    assert await browser.evaluate(text_of("#stale")) == (
+        "Catching up with the data source: the figures on screen are not the latest yet"
+    )
+    assert await browser.evaluate("document.body.classList.contains('is-stale')")
+    await browser.screenshot(ARTIFACTS / "wall-page-catching-up.png")
+    await browser.goto(base + "?group=district&lang=vi")
+    await browser.wait_for(f"{text_of('#window-label')} === 'Tháng · 04/2024'")
+    assert await browser.evaluate(text_of("#conn-text")) == "Đang cập nhật lại"
+    await store.apply_batch(redis, keys, [], {("unit-scores", 0): 50})  # caught up
+    await browser.wait_for(f"{LIVE} && {text_of('#window-label')} === 'Tháng này · 04/2024'")
+    assert await browser.evaluate(text_of("#conn-text")) == "Trực tiếp"
+    assert await browser.evaluate("document.getElementById('stale').hidden")
+    assert await browser.evaluate(text_of("#updated")) != "Cập nhật lúc —"
+
+
+async def test_updated_at_is_the_writers_time_for_changes_too(page, monkeypatch):
+    """A change set "updated at" from the screen's clock, a snapshot from the writer's: a
+    screen whose clock is off showed the time jumping between the two."""
+    browser, base, redis, keys, _ = page
+    await browser.goto(base + "?group=district&lang=en")
+    sel = '#view .row[data-unit="district-10"] .score'
+    await browser.wait_for(f"{text_of(sel)} !== null && {LIVE}")
+    writer_time = "2031-05-06T07:08:09+00:00"  # far from this browser's clock
+    monkeypatch.setattr(store, "stamp_now", lambda: writer_time)
+    unit = {"unit_id": "district-10", "name": "Quận 10", "peer_group": "district"}
+    msg = score_message(unit, W, "2024-04-14T18:00:00+07:00", 99.99, 1, 22, offset=900)
+    await store.apply_batch(redis, keys, items([msg], ts=5000), {})
+    await browser.wait_for(f"{text_of(sel)} === '99.99'", 10)
+    await browser.wait_for(f"{text_of('#updated')} === 'Updated at 06/05/2031, 14:08:09'", 5)
+    assert await browser.evaluate("window.__bando.snapshots") == 1  # it came as a change
+    await browser.goto(base + "?group=district&lang=en")  # a snapshot: the same time
+    await browser.wait_for(f"{text_of('#updated')} === 'Updated at 06/05/2031, 14:08:09'", 10)

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from wall_support import sample_board, score_message
 
-from display import board, store
+from display import board, catchup, store
 from scoring.timeutil import parse_ts
 
 pytestmark = pytest.mark.integration
@@ -257,3 +257,47 @@ async def test_two_writers_at_once_end_as_one(redis, ready, redis_server):
     for m in newer:  # the newer board wins everywhere, whatever the interleaving
         assert rows[m["unit_id"]]["total"] == m["total"]
         assert rows[m["unit_id"]]["rank"] == m["rank"]
+
+
+async def test_changes_carry_the_writers_stamp(redis, ready):
+    """A screen's "updated at" comes from the writer for changes as for snapshots: it used to
+    take a change's time from the screen's own clock."""
+    keys = ready
+    pubsub = await collect(redis, keys.channel)
+    await store.apply_batch(redis, keys, items(sample_board(W, AS_OF)[:3]), {})
+    stamp = (await redis.get(keys.updated)).decode()
+    changes = [p for p in await drain(pubsub) if p["t"] == "unit"]
+    assert len(changes) == 3 and {c["updated"] for c in changes} == {stamp}
+    await pubsub.aclose()
+
+
+async def test_a_catch_up_mark_ends_when_the_stored_positions_reach_it(redis, ready, redis_server):
+    """Set when a writer reads partitions from their beginning; cleared by the batch that
+    reaches every target, whichever writer writes it (the one that set it may be gone)."""
+    keys = ready
+    pubsub = await collect(redis, keys.channel)
+    ends = {("unit-scores", 0): 10, ("unit-scores", 1): 4}
+    assert await catchup.mark_catchup(redis, keys, ends)
+    assert (await store.read_snapshot(redis, keys))["catching_up"] is True
+    assert await catchup.read_catchup(redis, keys) == ends
+    assert await drain(pubsub) == [{"t": "catchup", "active": True}]
+    # a second writer's targets merge: the furthest one per partition stays
+    assert await catchup.mark_catchup(redis, keys, {("unit-scores", 0): 7, ("band", 0): 2})
+    assert await catchup.read_catchup(redis, keys) == {**ends, ("band", 0): 2}
+    rows = items(sample_board(W, AS_OF)[:5])
+    await store.apply_batch(redis, keys, rows, {("unit-scores", 0): 10})
+    await store.apply_batch(redis, keys, [], {("band", 0): 2})
+    assert (await store.read_snapshot(redis, keys))["catching_up"] is True  # partition 1 is not
+    assert [p["t"] for p in await drain(pubsub)] == ["window"] + ["unit"] * 5
+    # the writer that set the mark is gone; another one reads partition 1 up to its end
+    other = Redis.from_url(redis_server.url)
+    await store.apply_batch(other, keys, [], {("unit-scores", 1): 4})
+    await other.aclose()
+    assert await redis.exists(keys.catchup) == 0
+    assert (await store.read_snapshot(redis, keys))["catching_up"] is False
+    assert await drain(pubsub) == [{"t": "catchup", "active": False}]
+    # a writer that starts from the beginning of partitions the board already holds to their
+    # end (rebuilt by another writer meanwhile) announces nothing
+    assert not await catchup.mark_catchup(redis, keys, ends)
+    assert await redis.exists(keys.catchup) == 0 and await drain(pubsub) == []
+    await pubsub.aclose()

@@ -8,12 +8,12 @@ import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 from wall_support import XSS_NAME, sample_board, score_message
 
 from bando.infra import KafkaBroker, RedisServer, create_topics_async
-from display import board, store
+from display import board, catchup, store
 from display.board_writer import BoardWriter, WriterConfig
 
 pytestmark = pytest.mark.integration
@@ -231,3 +231,90 @@ async def test_the_writer_catches_up_after_kafka_comes_back(unique, tmp_path, re
     finally:
         await redis.aclose()
         broker.stop()
+
+
+async def _drain(pubsub, seconds: float = 0.5) -> list[dict]:
+    out = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        msg = await pubsub.get_message(timeout=left)
+        if msg and msg["type"] == "message":
+            out.append(orjson.loads(msg["data"]))
+    return out
+
+
+async def test_a_rebuild_is_marked_as_catching_up_until_it_reaches_the_topics_end(setup):
+    """Read from the beginning, the board walks through history: screens are told so from
+    before the first row until the writer has read as far as the topics reached."""
+    config, keys, redis = setup
+    msgs = sample_board(W, AS_OF)
+    await produce(config.bootstrap, config.topics[board.SCORE], msgs)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.channel)
+    await pubsub.get_message(timeout=1)
+    async with running(config):
+        await wait_until(lambda: _rows_if(redis, keys, len(msgs)))
+        await wait_until(lambda: _not_marked(redis, keys))
+        seen = [m["t"] if m["t"] != "catchup" else m["active"] for m in await _drain(pubsub)]
+    await pubsub.aclose()
+    assert seen[0] is True and seen[-1] is False, seen[:3] + seen[-3:]
+    assert seen.count(True) == 1 and seen.count(False) == 1 and seen.count("unit") == len(msgs)
+
+
+async def _not_marked(redis: Redis, keys: store.Keys) -> bool:
+    return not await redis.exists(keys.catchup)
+
+
+async def test_a_catch_up_left_by_a_writer_that_died_is_ended_by_the_next(setup):
+    """The first writer marked the board and died part way: the next one resumes from the
+    board's positions (no new mark) and clears the mark when it reaches the targets."""
+    config, keys, redis = setup
+    msgs = sample_board(W, AS_OF)
+    await produce(config.bootstrap, config.topics[board.SCORE], msgs)
+    topic = config.topics[board.SCORE]
+    ends = await _end_offsets(config.bootstrap, topic)
+    assert len(ends) == 2 and all(ends.values())  # both partitions hold messages
+    # what it left: the mark, and positions a few messages in
+    await store.ensure_epoch(redis, keys, "dead")
+    assert await catchup.mark_catchup(redis, keys, ends)
+    await redis.hset(keys.offsets, mapping={f"{topic}/0": 3, f"{topic}/1": 2})
+    async with running(config) as writer:
+        await wait_until(lambda: _not_marked(redis, keys))
+        assert writer.stats.messages == sum(ends.values()) - 5
+    assert (await store.read_snapshot(redis, keys))["catching_up"] is False
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in (0, 1)]  # the setup's two partitions
+        return {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def test_a_catch_up_ends_past_transaction_markers(setup):
+    """A transaction's commit marker takes the topic's last offset: no record reaches it, so
+    the batches' positions never do. The idle writer's own positions end the catch-up."""
+    config, keys, redis = setup
+    producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, transactional_id=keys.prefix)
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for m in sample_board(W, AS_OF)[:10]:
+                await producer.send(config.topics[board.SCORE], key=b"k", value=orjson.dumps(m),
+                                    partition=0)
+    finally:
+        await producer.stop()
+    topic = config.topics[board.SCORE]
+
+    async def marker_written() -> bool:  # the broker writes it after the commit returns
+        return (await _end_offsets(config.bootstrap, topic))[(topic, 0)] == 11
+
+    await wait_until(marker_written)
+    async with running(config):
+        await wait_until(lambda: _rows_if(redis, keys, 10))
+        await wait_until(lambda: _not_marked(redis, keys))
+    offsets = await store.read_offsets(redis, keys)
+    assert offsets[(topic, 0)] == 11  # ten records and the marker
