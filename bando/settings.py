@@ -18,14 +18,21 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 _SECRET_FIELDS = {"kafka_password", "redis_password"}
-# the password runs to the *last* "@" of the authority: clients (redis-py, urllib) split there,
-# so a password may hold an unencoded "@"
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:@/\s]*):[^/\s]*@", re.IGNORECASE)
+_URL_AUTHORITY = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<auth>[^/?#\s]*)", re.IGNORECASE)
+
+
+def _mask_authority(m: re.Match[str]) -> str:
+    # as clients (redis-py, urllib) read it: the userinfo runs to the *last* "@", the user to
+    # its first ":"; so a user or a password may hold an unencoded "@"
+    userinfo, at, host = m["auth"].rpartition("@")
+    if not at or ":" not in userinfo:
+        return m[0]
+    return f"{m['scheme']}{userinfo.partition(':')[0]}:***@{host}"
 
 
 def mask_url(url: str) -> str:
     """``url`` with any password in its userinfo replaced by ``***`` (``user:***@host``)."""
-    return _URL_PASSWORD.sub(r"\g<head>:***@", url)
+    return _URL_AUTHORITY.sub(_mask_authority, url)
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,8 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get("BANDO_" + f.name.upper())
-            if raw is None:
+            # an empty secret (compose's ``VAR: ${VAR:-}``) gives way to its file
+            if raw is None or (not raw and f.name in _SECRET_FIELDS):
                 file_path = env.get("BANDO_" + f.name.upper() + "_FILE")
                 if file_path and f.name in _SECRET_FIELDS:
                     with open(file_path, encoding="utf-8") as fh:

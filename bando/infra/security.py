@@ -158,6 +158,8 @@ def secure_broker(
     :func:`upsert_scram_users`.
     """
     config = secure_broker_config(admin, controller_password, mechanism)
+    if any(c in admin.password for c in ",[]="):  # would end or split the --add-scram value
+        raise ValueError("admin password: contains a character --add-scram cannot hold")
     config.update(kwargs.pop("extra_config", None) or {})
     return KafkaBroker(
         data_dir=data_dir, partitions=partitions, extra_config=config,

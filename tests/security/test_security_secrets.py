@@ -13,6 +13,7 @@ from bando import kafka_auth
 from bando.infra import KafkaBroker
 from bando.infra.passwords import new_password
 from bando.infra.redis_acl import SecureRedisServer
+from bando.infra.security import ScramUser, secure_broker
 from bando.settings import Settings, mask_url
 from display import store
 
@@ -55,6 +56,27 @@ def test_settings_dumps_mask_every_secret() -> None:
     assert store.redact("redis://h:1/0?x=a@b") == "redis://h:1/0?x=a@b"
     empty = Settings.from_env(env={}).redacted()
     assert empty["kafka_password"] == "" and empty["redis_password"] == ""
+    # an "@" in the user name: clients take the password after its first ":"
+    assert mask_url("redis://user@corp:pw-secret@h:1/0") == "redis://user@corp:***@h:1/0"
+    masked = Settings.from_env(env={}).with_(redis_url="redis://a@b:pw-secret@h:1/0")
+    assert "pw-secret" not in str(masked.redacted()) + repr(masked)
+
+
+def test_an_empty_secret_gives_way_to_its_file(tmp_path: Path) -> None:
+    # compose writes ``BANDO_KAFKA_PASSWORD: ${BANDO_KAFKA_PASSWORD:-}``: empty, not absent
+    secret = tmp_path / "pw"
+    secret.write_text("from-the-file\n")
+    env = {"BANDO_KAFKA_PASSWORD": "", "BANDO_KAFKA_PASSWORD_FILE": str(secret),
+           "BANDO_REDIS_PASSWORD": "", "BANDO_REDIS_PASSWORD_FILE": str(secret)}
+    settings = Settings.from_env(env=env)
+    assert settings.kafka_password == settings.redis_password == "from-the-file"
+    assert Settings.from_env(env={"BANDO_KAFKA_PASSWORD": "given"}).kafka_password == "given"
+
+
+@pytest.mark.parametrize("bad", [",", "]", "[", "="])
+def test_an_admin_password_that_breaks_add_scram_is_refused(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--add-scram"):
+        secure_broker(ScramUser("admin", f"pass{bad}word"), new_password(), tmp_path)
 
 
 @pytest.mark.integration
