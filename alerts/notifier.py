@@ -7,8 +7,10 @@ a restart rather than lost.
 
 Anti-flapping state (``alerts.policy``) is rebuilt on every partition assignment by re-reading
 the partition from its beginning up to the committed offset *without* delivering: the policy is
-a pure function of the message sequence, so the rebuilt state is exactly the state the previous
-owner had, and a restart neither repeats a suppressed alert nor forgets a cool-down.
+a pure function of each topic's message sequence, so the rebuilt state is exactly the state the
+previous owner had, and a restart neither repeats a suppressed alert nor forgets a cool-down.
+The interleaving of the two topics is not recorded and the rebuild does not reproduce it; the
+policy relates them by event time (``as_of``) only, never by the order they were read in.
 
 A unit's state spans both topics (both keyed by unit_id, with the same partition count): the
 range assignor gives partition i of both to the same notifier (``ASSIGNORS``; aiokafka's
@@ -235,6 +237,8 @@ class Notifier:
                 if time.monotonic() - started > self.config.rebuild_timeout:
                     log.error("alert state rebuild incomplete for %s", sorted(map(str, pending)))
                     break
+                # partition by partition, so both topics' records are not in live order: fine,
+                # the policy compares band changes and warnings by as_of, not by arrival
                 batch = await reader.getmany(*pending, timeout_ms=500, max_records=1000)
                 for tp, records in batch.items():
                     for rec in records:

@@ -20,6 +20,7 @@ the same key and a receiver can ignore the repeat.
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,11 @@ class _UnitState:
     last_sent_us: int | None = None
     last_sent_band: int | None = None
     at_risk_band: int | None = None  # band of the active at-risk warning, if any
+    at_risk_us: int | None = None  # as_of of the warning that made it active
+    # as_of of the latest band changes, sorted: whether the band moved between two warnings
+    # is judged on event time, so it does not depend on how the two topics were interleaved
+    # when read (live fetch order vs. a rebuild's partition-by-partition replay)
+    band_changes_us: list[int] = field(default_factory=list)
     at_risk_sent_us: int | None = None
     at_risk_sent_band: int | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=_RECENT_KEYS))
@@ -136,7 +142,11 @@ class AlertPolicy:
         if st.armed is None:
             st.armed = band_index(ch.old_band)
         new_i = band_index(ch.new_band)
-        st.at_risk_band = None  # the band moved: an at-risk warning for the new band is news
+        # the band moved: a warning after this (in event time) is news, even for the band of
+        # the active one; recorded by as_of rather than by clearing ``at_risk_band``, which
+        # made the outcome depend on which topic was read first
+        insort(st.band_changes_us, ch.as_of_us)
+        del st.band_changes_us[:-_RECENT_KEYS]
         if ch.direction == "down":
             if new_i >= st.armed:
                 return Decision(False, "hysteresis")
@@ -165,6 +175,15 @@ class AlertPolicy:
         st.last_sent_band = new_i
         return Decision(True, kind, band_alert(ch, kind, self.config.top_n))
 
+    @staticmethod
+    def _band_moved(st: _UnitState, as_of_us: int) -> bool:
+        """A band change in (active warning's as_of, ``as_of_us``]: one at the same instant as
+        a warning counts, as the worker warns about the band the change just entered."""
+        if st.at_risk_us is None:
+            return True
+        changes = st.band_changes_us
+        return bisect_right(changes, as_of_us) > bisect_right(changes, st.at_risk_us)
+
     def _decide_at_risk(self, w: AtRiskWarning) -> Decision:
         key = (w.unit_id, w.window)
         band_i = band_index(w.band)
@@ -174,9 +193,9 @@ class AlertPolicy:
         if not w.at_risk:
             st.at_risk_band = None
             return Decision(False, "at_risk_cleared")
-        if st.at_risk_band == band_i:
+        if st.at_risk_band == band_i and not self._band_moved(st, w.as_of_us):
             return Decision(False, "at_risk_active")
-        st.at_risk_band = band_i
+        st.at_risk_band, st.at_risk_us = band_i, w.as_of_us
         recent = (
             st.at_risk_sent_us is not None
             and st.at_risk_sent_band == band_i
