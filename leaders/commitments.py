@@ -65,7 +65,10 @@ def parse_deadline(text: str, tz: str) -> int:
         day = date.fromisoformat(text)
     except (TypeError, ValueError):
         raise CommitmentError(f"deadline {text!r} is neither a date nor RFC 3339") from None
-    return to_us(datetime.combine(day + timedelta(days=1), time(0), tzinfo=ZoneInfo(tz))) - 1
+    try:
+        return to_us(datetime.combine(day + timedelta(days=1), time(0), tzinfo=ZoneInfo(tz))) - 1
+    except OverflowError:  # 9999-12-31: its end is past the last date Python can represent
+        raise CommitmentError(f"deadline {text!r} is out of range") from None
 
 
 def parse(data: Any, model: Model, units: Mapping[str, Any] | None = None) -> list[Commitment]:

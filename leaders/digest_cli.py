@@ -151,27 +151,35 @@ def run(args: argparse.Namespace) -> int:
     try:
         pages, provenance, model, week = build(args)
         name = args.peer_group or "-".join(args.unit)
-        stem = Path(args.out) / f"digest-{_safe(name)}-{week}"
-        stem.parent.mkdir(parents=True, exist_ok=True)
+        base = f"digest-{_safe(name)}-{week}"
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        def out(ext: str) -> Path:
+            # Append, never with_suffix: ids keep '.', so with_suffix on
+            # "digest-district.hcm-2024-W15" would cut at the group's dot and the
+            # digests of different groups and weeks would overwrite each other.
+            return out_dir / f"{base}.{ext}"
+
         written = []
         if "json" in formats:
             doc = {"week": week, "model": model.ref, "provenance": provenance, "pages": pages}
-            path = stem.with_suffix(".json")
+            path = out("json")
             path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
             written.append(path)
         if formats & {"html", "pdf"}:
             html = render(pages, model, title=f"Bando digest {name} {week}",
                           provenance=provenance)
-            path = stem.with_suffix(".html")
+            path = out("html")
             path.write_text(html, encoding="utf-8")
             written.append(path)
             if "pdf" in formats:
                 from leaders.pdf import html_to_pdf, pdf_to_png
 
-                pdf = html_to_pdf(path, stem.with_suffix(".pdf"))
+                pdf = html_to_pdf(path, out("pdf"))
                 written.append(pdf)
                 if "png" in formats:
-                    written.append(pdf_to_png(pdf, stem.with_suffix(".png")))
+                    written.append(pdf_to_png(pdf, out("png")))
                 if "html" not in formats:
                     path.unlink()
                     written.remove(path)

@@ -33,7 +33,7 @@ from leaders.tokens import TokenStore
 from scoring.catalog import Catalog
 from scoring.exceptions import WindowError
 from scoring.model import Model
-from scoring.timeutil import resolve_window
+from scoring.timeutil import format_ts, resolve_window
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,21 @@ class OfficerData:
         with self._lock:
             data, peers_cache = self.data, self._peers
         tz = self.model.timezone
-        t = parse_time(at, tz, end=True) if at else data.last_ts
-        if t is None:
-            raise BandoError("no event loaded yet")
-        window = resolve_window(window_spec, t, tz)
+        try:
+            t = parse_time(at, tz, end=True) if at else data.last_ts
+            if t is None:
+                raise BandoError("no event loaded yet")
+            window = resolve_window(window_spec, t, tz)
+            shown = format_ts(t, tz)
+        except OverflowError:
+            # at=9999-12-31 (its end), or an instant whose local time is past year 9999:
+            # a bad query, not a server error.
+            raise BandoError(f"time out of range: {at!r}") from None
+        if not window.contains(t):
+            # Indicators of a window judged at an instant outside it mean nothing (a window
+            # of year 1 "as of" 2024): say so rather than render a misleading page.
+            raise BandoError(f"window {window.name} does not hold the time asked about "
+                             f"({shown}); pass an `at` inside it")
         groups = {self.catalog.by_id[u].peer_group for u in data.officers.units_of(officer_id)
                   if u in self.catalog}
         peers = {}
@@ -141,7 +152,16 @@ def render(doc: dict[str, Any]) -> str:
 def _bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        # aiohttp decodes header bytes that are not UTF-8 to lone surrogates, which the
+        # token hash cannot encode: such a token is merely invalid (401), not a server error.
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return token
 
 
 def make_app(data: OfficerData, tokens: Callable[[], TokenStore]) -> web.Application:

@@ -77,11 +77,13 @@ def pdf_to_png(pdf: str | Path, png: str | Path, page: int = 1, dpi: int = 80,
     if tool is None:
         raise DigestError("pdftoppm is not installed (Debian: apt-get install poppler-utils)")
     out = Path(png)
-    stem = out.with_suffix("")
+    # pdftoppm appends ".png" to the name it is given; not with_suffix, which would cut a
+    # dotted id ("digest-district.hcm-2024-W15") at its dot
+    stem = out.with_name(out.name.removesuffix(".png"))
     subprocess.run([tool, "-f", str(page), "-l", str(page), "-png", "-r", str(dpi),
                     "-singlefile", str(pdf), str(stem)], check=True, timeout=timeout,
                    capture_output=True)
-    produced = stem.with_suffix(".png")
+    produced = stem.with_name(stem.name + ".png")
     if produced != out:
         produced.replace(out)
     return out
