@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from alerts.exceptions import DeadLetterError, SinkError
 from bando.metrics import ALERT_DELIVERY_SECONDS, ALERT_RETRIES
@@ -105,6 +106,18 @@ class LogSink:
         return None
 
 
+def _location(base: str, headers: Any) -> str:
+    """The redacted target of a redirect (a relative ``Location`` is resolved against ``base``);
+    the raw header may carry a token just like the webhook URL itself."""
+    value = headers.get("Location")
+    if not value:
+        return "no Location"
+    try:
+        return redact_url(str(URL(base).join(URL(value))))
+    except ValueError:
+        return "an unparseable Location"
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After")
     if value is None:
@@ -130,8 +143,24 @@ class WebhookSink:
         secret: str | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"webhook URL must be http(s): {redact_url(url)}")
+        # Checked here, not at the first send: a URL aiohttp cannot use would otherwise fail
+        # every delivery and dead-letter every alert while the notifier looks healthy.
+        try:
+            parsed = URL(url)
+        except ValueError:
+            # from None, and no URL in the text: the parser's message may quote it, token and all
+            raise ValueError(
+                "webhook URL cannot be parsed (not shown: it may hold a token)"
+            ) from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"webhook URL must be http(s) with a host: {redact_url(url)}")
+        if token and (parsed.user is not None or parsed.password is not None):
+            # aiohttp turns URL credentials into Basic auth and refuses them next to our Bearer
+            # Authorization header (ValueError at every send), so the two cannot both be set.
+            raise ValueError(
+                f"webhook URL {redact_url(url)} holds credentials (user:password@) and a token "
+                "is set too: use one or the other"
+            )
         self.url = url
         self.name = name
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -167,18 +196,40 @@ class WebhookSink:
             headers["X-Bando-Signature"] = f"sha256={digest}"
         return headers
 
+    def _describe(self, exc: BaseException) -> str:
+        """Error text for a request that raised, safe to log and dead-letter: ``str()`` of an
+        aiohttp error may hold the full request URL (query-string token included), so the text
+        is built only from the type, the redacted URL and fields that never hold the URL."""
+        detail = ""
+        if isinstance(exc, aiohttp.ClientResponseError):
+            detail = f" (HTTP {exc.status})"
+        elif isinstance(exc, OSError) and exc.strerror:  # e.g. "Connection refused"
+            detail = f" ({exc.strerror})"
+        elif isinstance(exc, TimeoutError):
+            detail = f" (no answer within {self.timeout.total}s)"
+        return f"{type(exc).__name__} for {redact_url(self.url)}{detail}"
+
     async def _attempt(self, body: bytes, headers: dict[str, str]) -> tuple[bool, bool, str, Any]:
         """(delivered, retryable, error text, retry-after seconds)."""
         assert self._session is not None
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as resp:
+            # No redirects: aiohttp would turn a 301/302/303 into a body-less GET whose 200
+            # counts as delivered, and replay a 307/308 (signature included) wherever Location
+            # points. A webhook that moved is a configuration error, so it fails at once.
+            async with self._session.post(
+                self.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 if 200 <= resp.status < 300 or resp.status == 409:
                     return True, False, "", None
-                text = (await resp.text())[:200]
+                if 300 <= resp.status < 400:
+                    where = _location(self.url, resp.headers)
+                    error = f"HTTP {resp.status}: redirect to {where} not followed"
+                    return False, False, error, None
+                text = (await resp.text(errors="replace"))[:200]
                 retryable = resp.status >= 500 or resp.status in _RETRYABLE_STATUS
                 return False, retryable, f"HTTP {resp.status}: {text}", _retry_after(resp.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return False, True, f"{type(exc).__name__}: {exc}", None
+            return False, True, self._describe(exc), None
 
     async def send(self, alert: dict[str, Any]) -> None:
         await self.start()
