@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from schemas import EventRejected, Validator
-from scoring.catalog import Catalog, Unit
+from scoring.catalog import Catalog
 from scoring.dedup import CONFLICT, NEW, classify
 from scoring.engine import score_state
 from scoring.events import Event
@@ -40,7 +40,6 @@ from scoring.points import largest_losses
 from scoring.running import RecordKey, UnitCounts
 from scoring.timeutil import Window, format_ts, window_of
 from streams.rebuild import SEP, Rebuilt, fact_value, mark_key, rebuild
-from streams.windows import Rollover, Rollovers
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,6 @@ class ScorerCore:
                                 withdrawn=self._withdrawn)
         # the running counts settle dossiers in the model's time zone (its windows')
         self._settle_tz = None if keep_settled else model.timezone
-        self._rollovers = Rollovers(LIVE_WINDOWS, model.timezone)
 
     # --- input ------------------------------------------------------------------------------
 
@@ -143,7 +141,6 @@ class ScorerCore:
         held, orphans = self._rebuilt.held, self._rebuilt.orphans
         for msg, event in zip(batch, checked, strict=True):
             p = msg.partition
-            read = self.offset.get(p)
             if msg.offset > self.offset.get(p, -1):
                 self.offset[p] = msg.offset
             if held and msg.offset >= held.get(p, 2**63):
@@ -168,7 +165,6 @@ class ScorerCore:
                 # idempotent, so re-applying a true duplicate changes nothing.
                 out.duplicates += 1
             if event.ts > self.watermark.get(p, -(2**62)):
-                self._rollovers.advance(p, self.watermark.get(p), event.ts, read)
                 self.watermark[p] = event.ts
             unit_id = event.unit_id
             if unit_id is None:  # clock.tick: only moves event time
@@ -253,7 +249,6 @@ class ScorerCore:
         self._last_sent.clear()
         self._last_risk.clear()
         self._open_index.clear()
-        self._rollovers.clear()
         # Running counts from the facts, one record at a time (settled dossiers are counted
         # and dropped as they come); _last_counts is empty, so everything is re-scored once:
         # what was published before a crash may be behind.
@@ -335,14 +330,12 @@ class ScorerCore:
         """Score units whose counts changed; return messages whose content changed.
 
         Called every coalescing interval, so a unit gets at most one update per window per
-        interval however many events arrived (and one more in a window its time has left
-        since: ``streams.windows``).
+        interval however many events arrived.
         """
         out: list[dict[str, Any]] = []
         tz = self.model.timezone
         touched, self._touched = self._touched, {}
         held = self._rebuilt.held
-        rolled = self._rollovers.take_all(held)
         windows_of: dict[int, tuple[Window, ...]] = {}  # per partition: its live windows
         for unit_id, p in self.unit_partition.items():
             if held and p in held:
@@ -368,18 +361,40 @@ class ScorerCore:
                 self._split_unit(unit_id, p)
                 t = running.t
                 windows = tuple(window_of(kind, t, tz) for kind in LIVE_WINDOWS)
-            keys = touched.get(unit_id, ())
-            if running is not None and running.state is state and p in rolled:
-                # not for a unit first scored now: it had no board there to leave stale (and
-                # a catch-up of history would publish every month it passed)
-                self._close_windows(out, unit_id, unit, running, rolled[p], windows, keys, p)
             if running is None or running.state is not state:
                 running = self.running[unit_id] = UnitCounts(state, t, self._settle_tz)
             else:
-                running.update(t, keys)
+                running.update(t, touched.get(unit_id, ()))
             running.keep_windows([w.name for w in windows])
             for window in windows:
-                self._score(out, unit_id, unit, state, running, window, t, p, self.offset.get(p))
+                counts = running.counts(window)
+                k = (unit_id, window.name)
+                seen = (counts.items, counts.values)
+                if self._last_counts.get(k) == seen:
+                    continue  # same counts, same score: nothing new to say
+                self._last_counts[k] = seen
+                score = score_state(self.model, unit, state, window, t, counts)
+                fingerprint = (window.name, score.rated.total, tuple(sorted(score.counts.items())))
+                previous = self._last_sent.get(k)
+                if previous == fingerprint or (previous is None and score.rated.total is None
+                                               and not self._may_have_lost(unit_id, window)):
+                    continue
+                self._last_sent[k] = fingerprint
+                msg = score.to_dict()
+                del msg["rank"], msg["peer_count"]
+                losses = largest_losses(score.rated.lost)  # largest first, ties by indicator id
+                msg.update({
+                    "window": window.name,
+                    "as_of": format_ts(t, tz),
+                    "model": self.model.ref,
+                    "input": {"topic": self.topic, "partition": p, "offset": self.offset.get(p)},
+                    "top_losses": [
+                        {"indicator": i, "points_lost": round(float(v), 4)}
+                        for i, v in losses[:3]
+                    ],
+                    "arrived_ms": self._pending_ts.get(unit_id),
+                })
+                out.append(msg)
             self._withdrawn.pop(unit_id, None)
         if held:
             self._pending_ts = {u: ms for u, ms in self._pending_ts.items()
@@ -387,54 +402,3 @@ class ScorerCore:
         else:
             self._pending_ts.clear()
         return out
-
-    def _close_windows(self, out: list[dict[str, Any]], unit_id: str, unit: Unit,
-                       running: UnitCounts, marks: list[Rollover], windows: tuple[Window, ...],
-                       keys: Iterable[RecordKey], p: int) -> None:
-        """A last score in each window the partition's time left since the last flush, where
-        it left it, before ``keep_windows`` stops keeping their counts (``streams.windows``)."""
-        now = {w.name for w in windows}
-        for mark in marks:
-            if mark.t < running.t:
-                continue  # a split unit's time is past it already
-            running.update(mark.t, keys)
-            for window in mark.windows:
-                if window.name not in now:
-                    self._score(out, unit_id, unit, running.state, running, window, mark.t, p,
-                                mark.offset)
-                    # never scored again: its time has passed
-                    self._last_counts.pop((unit_id, window.name), None)
-                    self._last_sent.pop((unit_id, window.name), None)
-
-    def _score(self, out: list[dict[str, Any]], unit_id: str, unit: Unit, state: UnitState,
-               running: UnitCounts, window: Window, t: int, p: int, offset: int | None) -> None:
-        """Append the unit's message in ``window`` at ``t`` (its counts at ``t``) to ``out``
-        if its content changed; ``offset``: the input read by the time the watermark was t."""
-        counts = running.counts(window)
-        k = (unit_id, window.name)
-        seen = (counts.items, counts.values)
-        if self._last_counts.get(k) == seen:
-            return  # same counts, same score: nothing new to say
-        self._last_counts[k] = seen
-        score = score_state(self.model, unit, state, window, t, counts)
-        fingerprint = (window.name, score.rated.total, tuple(sorted(score.counts.items())))
-        previous = self._last_sent.get(k)
-        if previous == fingerprint or (previous is None and score.rated.total is None
-                                       and not self._may_have_lost(unit_id, window)):
-            return
-        self._last_sent[k] = fingerprint
-        msg = score.to_dict()
-        del msg["rank"], msg["peer_count"]
-        losses = largest_losses(score.rated.lost)  # largest first, ties by indicator id
-        msg.update({
-            "window": window.name,
-            "as_of": format_ts(t, self.model.timezone),
-            "model": self.model.ref,
-            "input": {"topic": self.topic, "partition": p, "offset": offset},
-            "top_losses": [
-                {"indicator": i, "points_lost": round(float(v), 4)}
-                for i, v in losses[:3]
-            ],
-            "arrived_ms": self._pending_ts.get(unit_id),
-        })
-        out.append(msg)
