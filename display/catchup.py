@@ -23,6 +23,7 @@ from display.exceptions import DisplayError
 
 log = logging.getLogger(__name__)
 
+
 async def mark_catchup(
     redis: Redis, keys: store.Keys, ends: dict[tuple[str, int], int], *, max_attempts: int = 100
 ) -> bool:
