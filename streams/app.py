@@ -213,6 +213,17 @@ def create_app(
 
     async def _score(msgs: list[Message]) -> None:
         outcome = scorer.process(msgs)
+        closing = scorer.take_closing()
+        if closing:
+            # A partition's time left a month in this batch: its closing scores are delivered
+            # before the batch's clock record is sent, so no restart can find the month left
+            # and its last scores lost (a re-read reaches the crossing again and redoes them).
+            # Once a month per partition: the wait is not worth batching.
+            kafka = app.producer._ensure_producer()  # noqa: SLF001
+            name = scored.get_topic_name()
+            pending = [await kafka.send(name, orjson.dumps(m), key=m["peer_group"].encode())
+                       for m in closing]
+            await asyncio.gather(*pending)
         await scorer_store.publish(app.producer)
         for msg, exc in outcome.rejected:
             await _reject(msg, exc)

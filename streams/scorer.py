@@ -25,60 +25,28 @@ baseline).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from schemas import EventRejected, Validator
 from scoring.catalog import Catalog
+from scoring.compact import compact
 from scoring.dedup import CONFLICT, NEW, classify
 from scoring.engine import score_state
 from scoring.events import Event
 from scoring.facts import Dossier, UnitState, apply_event
 from scoring.model import Model
-from scoring.points import largest_losses
 from scoring.running import RecordKey, UnitCounts
-from scoring.timeutil import Window, format_ts, window_of
+from scoring.timeutil import Window, window_of
 from streams.rebuild import SEP, Rebuilt, fact_value, mark_key, rebuild
+from streams.records import Message, Outcome, Store, score_message
+from streams.risk import RiskWatch
 
 log = logging.getLogger(__name__)
 
 LIVE_WINDOWS = ("month", "year")
-
-
-class Store(Protocol):
-    """What the scorer needs of its tables: read, and write to a given changelog partition."""
-
-    def get(self, table: str, key: str) -> Any: ...
-
-    def put(self, table: str, partition: int, key: str, value: Any) -> None: ...
-
-    def items(self, table: str) -> Iterable[tuple[str, Any]]: ...
-
-
-class Prefetching(Store, Protocol):
-    """A store whose reads cost a call each (on disk): ``process`` hands it the keys it is
-    about to ``get`` so that it reads them in bulk first. Optional: found by ``getattr``."""
-
-    def prefetch(self, table: str, keys: list[str]) -> None: ...
-
-
-@dataclass(slots=True)
-class Message:
-    """One incoming message of the events topic."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None  # broker/producer timestamp, for latency metrics only
-
-
-@dataclass(slots=True)
-class Outcome:
-    accepted: list[Event] = field(default_factory=list)
-    rejected: list[tuple[Message, EventRejected]] = field(default_factory=list)
-    duplicates: int = 0
+RECEIPTS = frozenset({"dossier.received", "petition.received"})
+GROWING = frozenset({"dossier.rated", "dossier.supplement_requested", "petition.rated"})
 
 
 class ScorerCore:
@@ -106,11 +74,16 @@ class ScorerCore:
         self._touched: dict[str, set[RecordKey]] = {}  # unit -> records changed since flush
         self._last_counts: dict[tuple[str, str], tuple] = {}  # (unit, window) -> last scored
         self._last_sent: dict[tuple[str, str], tuple] = {}
-        self._last_risk: dict[tuple[str, str], tuple[bool, tuple[str, ...]]] = {}
-        self._open_index: dict[str, Any] = {}  # unit -> alerts.at_risk.OpenDossierIndex
+        self._risk = RiskWatch(catalog, model)
+        self._open_index = self._risk.index  # touched in the hot loop, so looked up once
         self._pending_ts: dict[str, int] = {}  # unit -> oldest unscored event arrival (ms)
+        # per partition: where its time leaves its live windows (the month's end), and the
+        # scores made on the way there, which the next ``flush`` returns first
+        self._window_end: dict[int, int] = {}
+        self._closing: list[dict[str, Any]] = []
         self._split_warned: set[str] = set()  # units seen on two partitions (logged once)
-        # per unit rebuilt and not flushed since: when its withdrawn dossiers were received
+        # per unit not flushed since a rebuild or since an earlier receipt moved one of its
+        # records: where records left a window (withdrawn dossiers' and moved receipts' times)
         self._withdrawn: dict[str, list[int]] = {}
         # what a rebuild left to settle as the input is read again (``streams.rebuild``): its
         # states, running counts and withdrawals are this object's own
@@ -141,6 +114,7 @@ class ScorerCore:
         held, orphans = self._rebuilt.held, self._rebuilt.orphans
         for msg, event in zip(batch, checked, strict=True):
             p = msg.partition
+            before = self.offset.get(p)
             if msg.offset > self.offset.get(p, -1):
                 self.offset[p] = msg.offset
             if held and msg.offset >= held.get(p, 2**63):
@@ -165,6 +139,12 @@ class ScorerCore:
                 # idempotent, so re-applying a true duplicate changes nothing.
                 out.duplicates += 1
             if event.ts > self.watermark.get(p, -(2**62)):
+                end = self._window_end.get(p)
+                if end is None or event.ts >= end:
+                    if end is not None and before is not None and p not in held:
+                        self._write_facts(touched)
+                        self._close_windows(p, before)
+                    self._window_end[p] = self._end_of_windows(event.ts)
                 self.watermark[p] = event.ts
             unit_id = event.unit_id
             if unit_id is None:  # clock.tick: only moves event time
@@ -181,7 +161,15 @@ class ScorerCore:
                 ident = event.body["dossier_id"]
                 if ident not in state.dossiers:
                     self._bring_back(unit_id, state, ident)
+            moved = self._received_before(state, event) if event.type in RECEIPTS else None
             key = apply_event(state, event)
+            if moved is not None and moved != self._received_before(state, event):
+                # an earlier receipt won: the window it leaves may have lost its score
+                self._withdrawn.setdefault(unit_id, []).append(moved)
+            elif event.type in GROWING and key is not None:
+                # scores here are at the watermark, which never goes back (scoring.compact)
+                compact(state.dossiers[key[1]] if key[0] == "d" else state.petitions[key[1]],
+                        self.watermark[p])
             if key is not None:
                 touched[(unit_id, key[0], key[1])] = p
                 pending = self._touched.get(unit_id)
@@ -192,9 +180,7 @@ class ScorerCore:
                     index.touch(key[1])
             if msg.timestamp_ms is not None:
                 self._pending_ts.setdefault(unit_id, msg.timestamp_ms)
-        for (unit_id, kind, ident), p in touched.items():
-            value = fact_value(self.states[unit_id], kind, ident)
-            self.store.put("facts", p, SEP.join((unit_id, kind, ident)), value)
+        self._write_facts(touched)
         for p in clocks:
             offset = self.offset.get(p)
             self.store.put("clock", p, str(p),
@@ -204,6 +190,51 @@ class ScorerCore:
             # held: its facts lack input before the offset, and the old mark says so.
             if p not in held:
                 self.store.put("facts", p, mark_key(p), offset)
+        return out
+
+    @staticmethod
+    def _received_before(state: UnitState, event: Event) -> int | None:
+        """When the record a receipt folds into was received so far (None: not yet)."""
+        if event.type == "dossier.received":
+            d = state.dossiers.get(event.body["dossier_id"])
+            return None if d is None else d.received_ts
+        p = state.petitions.get(event.body["petition_id"])
+        return None if p is None or p.received is None else p.received[0]
+
+    def _write_facts(self, touched: dict[tuple[str, str, str], int]) -> None:
+        """Write the facts records the batch changed so far (once each), and forget them."""
+        for (unit_id, kind, ident), p in touched.items():
+            value = fact_value(self.states[unit_id], kind, ident)
+            self.store.put("facts", p, SEP.join((unit_id, kind, ident)), value)
+        touched.clear()
+
+    def _close_windows(self, p: int, before: int) -> None:
+        """The event being read takes partition ``p``'s time past the end of its month (or
+        year): flush ``p`` first, as if a coalescing interval had ended just before it.
+
+        Else the month's last changes would be scored by the next flush in the windows of the
+        new time only, and the closing month's board would stay stale for good. Scored at the
+        watermark and input offset of that moment (``before``: the last offset read before
+        the event), so ``audit.verify`` reproduces them from the events up to that offset; a
+        closing score taken later would count events read after the crossing. The batch's
+        facts were written first: scoring settles dossiers, and a settled dossier is read back
+        from the store. ``take_closing`` (or the next ``flush``) hands the scores over."""
+        current = self.offset[p]
+        self.offset[p] = before
+        try:
+            self._score_units(self._closing, p)
+        finally:
+            self.offset[p] = current
+
+    def _end_of_windows(self, t: int) -> int:
+        """Where the live windows of event time ``t`` start to end (its month's end)."""
+        tz = self.model.timezone
+        return min(window_of(kind, t, tz).end_us for kind in LIVE_WINDOWS)
+
+    def take_closing(self) -> list[dict[str, Any]]:
+        """The scores made where a partition's time left its month since the last call (see
+        ``_close_windows``): the worker sends them before the batch's changelogs."""
+        out, self._closing = self._closing, []
         return out
 
     def dossiers_in_memory(self) -> int:
@@ -247,13 +278,13 @@ class ScorerCore:
         self._pending_ts.clear()
         # What this worker sent before may have been superseded by another worker meanwhile.
         self._last_sent.clear()
-        self._last_risk.clear()
-        self._open_index.clear()
+        self._risk.clear()
         # Running counts from the facts, one record at a time (settled dossiers are counted
         # and dropped as they come); _last_counts is empty, so everything is re-scored once:
         # what was published before a crash may be behind.
         got = self._rebuilt = rebuild(self.store, partitions, self._settle_tz)
         self.watermark, self.offset = got.watermark, got.offset
+        self._window_end = {p: self._end_of_windows(t) for p, t in self.watermark.items()}
         self.unit_partition, self.states, self.running = got.unit_partition, got.states, got.running
         self._withdrawn = got.withdrawn
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))
@@ -262,50 +293,27 @@ class ScorerCore:
 
     def at_risk(self, horizon_seconds: float) -> list[dict[str, Any]]:
         """Early warnings (``alerts.at_risk``) for each unit's current month, when its status
-        or the dossiers behind it changed since the last call.
+        or the dossiers behind it changed since the last call (``streams.risk``).
 
         Assessed at the time of the unit's last flush (its running counts), so a warning and a
-        score never disagree about event time; a unit's first assessment is sent only if it is
-        at risk. The counts are those of the last flush and the open dossiers are read from the
-        live state, so a unit with events folded since then is left for a later call (the two
-        would disagree: the worker once crashed on it); ``flush_and_warn`` assesses every unit.
+        score never disagree about event time. A unit with events folded since its flush is
+        left for a later call, as is one on a partition whose input is read again
+        (``streams.rebuild``); ``flush_and_warn`` assesses every unit.
         """
-        from alerts.at_risk import OpenDossierIndex, assess, to_message
-
-        out: list[dict[str, Any]] = []
-        tz = self.model.timezone
         held = self._rebuilt.held
-        for unit_id, running in self.running.items():
-            unit = self.catalog.by_id.get(unit_id)
-            if unit is None or unit_id in self._touched:
-                continue
-            if held and self.unit_partition.get(unit_id) in held:
-                continue  # its facts may be missing events its time has seen (streams.rebuild)
-            t = running.t
-            window = window_of("month", t, tz)
-            counts = running.counts(window)
-            if counts.items == 0:
-                continue
-            index = self._open_index.get(unit_id)
-            if index is None:
-                index = self._open_index[unit_id] = OpenDossierIndex()
-            result = assess(self.model, counts.values,
-                            index.open_dossiers(running.state, window, t), t, horizon_seconds)
-            key = (unit_id, window.name)
-            status = (result.at_risk, tuple(result.dossier_ids))
-            previous = self._last_risk.get(key)
-            if previous == status or (previous is None and not result.at_risk):
-                self._last_risk[key] = status
-                continue
-            self._last_risk[key] = status
-            out.append(to_message(result, unit_id, window.name, name=unit.name, tz=tz))
-        return out
+
+        def skip(unit_id: str) -> bool:
+            return unit_id in self._touched or bool(held) and \
+                self.unit_partition.get(unit_id) in held
+
+        return self._risk.assess(self.running, skip, horizon_seconds)
 
     def _may_have_lost(self, unit_id: str, window: Window) -> bool:
         """After a rebuild, whether a unit with no score in ``window`` may have had one before
-        (what was sent is unknown then): only a withdrawal takes a dossier out of D, so only
-        a withdrawn dossier received in the window can have emptied it. Said once, it clears
-        the board's old score; units that never had one send nothing."""
+        (what was sent is unknown then): only a withdrawal, or an earlier receipt that moves a
+        record to another window, takes a record out of one, so only those can have emptied
+        it. Said once, it clears the board's old score; units that never had one send
+        nothing."""
         received = self._withdrawn.get(unit_id)
         return received is not None and any(
             window.start_us <= r < window.end_us for r in received)
@@ -330,14 +338,26 @@ class ScorerCore:
         """Score units whose counts changed; return messages whose content changed.
 
         Called every coalescing interval, so a unit gets at most one update per window per
-        interval however many events arrived.
+        interval however many events arrived (and one more where its partition's time left a
+        month: those scores, made then, come first).
         """
-        out: list[dict[str, Any]] = []
+        out = self.take_closing()
+        self._score_units(out, None)
+        return out
+
+    def _score_units(self, out: list[dict[str, Any]], only: int | None) -> None:
+        """``flush``'s work, for every partition or ``only`` one (not held)."""
         tz = self.model.timezone
-        touched, self._touched = self._touched, {}
+        if only is None:
+            touched, self._touched = self._touched, {}
+        else:
+            touched = {u: self._touched.pop(u) for u in list(self._touched)
+                       if self.unit_partition.get(u) == only}
         held = self._rebuilt.held
         windows_of: dict[int, tuple[Window, ...]] = {}  # per partition: its live windows
         for unit_id, p in self.unit_partition.items():
+            if only is not None and p != only:
+                continue
             if held and p in held:
                 # scored once its input read again has caught up (streams.rebuild)
                 if unit_id in touched:
@@ -380,25 +400,17 @@ class ScorerCore:
                                                and not self._may_have_lost(unit_id, window)):
                     continue
                 self._last_sent[k] = fingerprint
-                msg = score.to_dict()
-                del msg["rank"], msg["peer_count"]
-                losses = largest_losses(score.rated.lost)  # largest first, ties by indicator id
-                msg.update({
-                    "window": window.name,
-                    "as_of": format_ts(t, tz),
-                    "model": self.model.ref,
-                    "input": {"topic": self.topic, "partition": p, "offset": self.offset.get(p)},
-                    "top_losses": [
-                        {"indicator": i, "points_lost": round(float(v), 4)}
-                        for i, v in losses[:3]
-                    ],
-                    "arrived_ms": self._pending_ts.get(unit_id),
-                })
+                msg = score_message(score, window, t, tz, self.model.ref,
+                                    {"topic": self.topic, "partition": p,
+                                     "offset": self.offset.get(p)},
+                                    self._pending_ts.get(unit_id))
                 out.append(msg)
             self._withdrawn.pop(unit_id, None)
-        if held:
+        if only is not None:
+            self._pending_ts = {u: ms for u, ms in self._pending_ts.items()
+                                if self.unit_partition.get(u) != only}
+        elif held:
             self._pending_ts = {u: ms for u, ms in self._pending_ts.items()
                                 if self.unit_partition.get(u) in held}
         else:
             self._pending_ts.clear()
-        return out

@@ -385,3 +385,34 @@ def test_a_unit_that_lost_its_score_before_a_restart_is_said_so_after(
     fresh = ScorerCore(small_catalog, model, mem_store.recovered())
     fresh.process(feed.batch([ev.received("u3", "d3", at(70), at(80))]))
     assert "u3" in {m["unit_id"] for m in fresh.flush()}  # nothing held back otherwise
+
+
+@pytest.mark.parametrize("kind", ["dossier", "petition"])
+def test_a_receipt_moved_out_of_a_window_after_a_restart_clears_its_score(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any, kind: str
+) -> None:
+    """An earlier ``received`` moves u1's only record from May to April, and the worker
+    restarts before its next flush: the rebuilt facts still have it in May, the input read
+    again moves it. The board holds u1's May score from before; what was sent is unknown
+    after a rebuild, so the May window that the record left says "no score" once."""
+    first = ev.received("u1", "r1", at(0), at(600))
+    if kind == "petition":
+        first = {"event_id": "p-first", "type": "petition.received", "occurred_at": at(0),
+                 "unit_id": "u1", "petition_id": "r1", "due_at": at(600)}
+    scorer = ScorerCore(small_catalog, model, mem_store)
+    scorer.process(feed.batch([first, ev.received("u2", "d2", at(5), at(600))]))
+    assert by_window(scorer.flush(), "u1")["month:2024-05"]["total"] is not None
+    committed = len(mem_store.changelog)
+    april = "2024-04-20T08:00:00+07:00"
+    earlier = {**first, "event_id": "earlier", "occurred_at": april}
+    again_batch = [feed.msg(earlier)]
+    scorer.process(again_batch)
+    # a crash loses what was written after the commit: the rebuild has r1 in May
+    again = ScorerCore(small_catalog, model,
+                       mem_store.recovered(keep=lambda i, table: i < committed))
+    again.rebuild({0})
+    again.process(again_batch)
+    u1 = by_window(again.flush(), "u1")
+    assert u1["month:2024-05"]["total"] is None and u1["month:2024-05"]["band"] is None
+    assert u1["year:2024"]["total"] is not None  # April is in the year still
+    assert "month:2024-05" not in by_window(again.flush(), "u1")  # said once
