@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import aiohttp
 import orjson
@@ -106,6 +106,21 @@ class LogSink:
         return None
 
 
+def _secret_forms(url: URL, token: str | None, secret: str | None) -> tuple[str, ...]:
+    """The token, the signing secret, the URL's password and query values, each as written
+    and as a receiver may quote it (percent-encoded, the Basic header), longest first.
+    Shorter than 4 characters is not a secret worth cutting out of every word."""
+    values = [token, secret, url.password, url.raw_password, url.raw_query_string,
+              url.query_string, *url.query.values()]
+    if url.password is not None:
+        values.append(aiohttp.encode_basic_auth(url.user or "", url.password))
+    if token:
+        values.append(f"Bearer {token}")
+    forms = {form for v in values if v
+             for form in (v, quote(v, safe=""), quote_plus(v), quote(v))}
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+
+
 def _location(base: str, headers: Any) -> str:
     """The redacted target of a redirect (a relative ``Location`` is resolved against ``base``);
     the raw header may carry a token just like the webhook URL itself."""
@@ -169,6 +184,7 @@ class WebhookSink:
         self._secret = secret.encode("utf-8") if secret else None
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
+        self._secrets = _secret_forms(parsed, token, secret)
 
     def __repr__(self) -> str:  # never show a token
         return f"WebhookSink({self.name!r}, {redact_url(self.url)!r})"
@@ -195,6 +211,13 @@ class WebhookSink:
             digest = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
             headers["X-Bando-Signature"] = f"sha256={digest}"
         return headers
+
+    def _scrub(self, text: str) -> str:
+        """A receiver's error body may quote the request (URL, query string, headers): every
+        form of this sink's secrets is cut out before the text is logged or dead-lettered."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
 
     def _describe(self, exc: BaseException) -> str:
         """Error text for a request that raised, safe to log and dead-letter: ``str()`` of an
@@ -225,7 +248,7 @@ class WebhookSink:
                     where = _location(self.url, resp.headers)
                     error = f"HTTP {resp.status}: redirect to {where} not followed"
                     return False, False, error, None
-                text = (await resp.text(errors="replace"))[:200]
+                text = self._scrub(await resp.text(errors="replace"))[:200]
                 retryable = resp.status >= 500 or resp.status in _RETRYABLE_STATUS
                 return False, retryable, f"HTTP {resp.status}: {text}", _retry_after(resp.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:

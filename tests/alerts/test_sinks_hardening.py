@@ -194,3 +194,41 @@ async def test_credentials_in_the_url_alone_still_work_as_basic_auth(server):
         await sink.close()
     [(_, _, _, headers)] = server.seen
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"user:pw").decode()
+
+
+@pytest.mark.parametrize("where", ["query", "bearer", "password"])
+async def test_a_receiver_that_echoes_the_request_gets_no_secret_into_the_error(where):
+    """A 400 whose body quotes the request (URL, query string, headers): the error text, which
+    is logged and dead-lettered, has the secrets cut out, in any form the receiver saw."""
+    async def echo(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        return web.Response(status=400, text=f"bad request {request.url} {request.query_string} "
+                                             f"{dict(request.query)} auth={auth}")
+
+    app = web.Application()
+    app.router.add_post("/hook", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    secret = TOKEN + "/+=&x"  # characters a URL encodes
+    if where == "query":
+        sink = WebhookSink(f"http://127.0.0.1:{port}/hook?a=1&token={secret.replace('&', '%26')}",
+                           retry=RetryPolicy(max_attempts=1))
+    elif where == "bearer":
+        sink = WebhookSink(f"http://127.0.0.1:{port}/hook", token=secret,
+                           retry=RetryPolicy(max_attempts=1))
+    else:
+        sink = WebhookSink(f"http://user:{TOKEN}@127.0.0.1:{port}/hook",
+                           retry=RetryPolicy(max_attempts=1))
+    try:
+        with pytest.raises(SinkError) as info:
+            await sink.send(alert())
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    text = str(info.value)
+    assert "HTTP 400: bad request" in text
+    assert TOKEN not in text and "tok-SECRET" not in text
+    if where == "password":  # Basic auth: the header is the base64 of user:password
+        assert base64.b64encode(f"user:{TOKEN}".encode()).decode() not in text
