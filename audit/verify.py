@@ -28,14 +28,15 @@ import time
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from audit.exceptions import AuditError
-from audit.ingest import Acceptor, IngestStats, paused_gc, read_dlq
+from audit.ingest import Acceptor, paused_gc, read_dlq
 from audit.sources import Source
+from audit.verify_report import Mismatch, VerifyReport
 from bando.exceptions import BandoError
 from scoring.catalog import Catalog
 from scoring.facts import UnitState, apply_event
@@ -49,54 +50,6 @@ log = logging.getLogger(__name__)
 
 CONTENT_FIELDS = ("name", "peer_group", "model", "window", "as_of", "total", "band", "groups",
                   "indicators", "top_losses")
-
-
-@dataclass
-class Mismatch:
-    where: str  # e.g. "unit-scores[2]@117": the published message at fault
-    unit_id: str | None
-    window: str | None
-    kind: str  # "content" | "ranking" | "input" | "unreadable"
-    detail: str
-    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"message": self.where, "unit_id": self.unit_id, "window": self.window,
-                "kind": self.kind, "detail": self.detail, "fields": self.fields}
-
-    def text(self) -> str:
-        parts = [f"MISMATCH {self.where} {self.unit_id} {self.window} [{self.kind}] {self.detail}"]
-        for name, pair in self.fields.items():
-            parts.append(f"    {name}: published {_short(pair['published'])} "
-                         f"!= reproduced {_short(pair['expected'])}")
-        return "\n".join(parts)
-
-
-def _short(value: Any) -> str:
-    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-@dataclass
-class VerifyReport:
-    source: str
-    messages: int = 0
-    checked: int = 0
-    mismatches: list[Mismatch] = field(default_factory=list)
-    ingest: IngestStats = field(default_factory=IngestStats)
-    ranker_batches: int = 0
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatches
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "source": self.source, "messages": self.messages,
-                "checked": self.checked, "mismatch_count": len(self.mismatches),
-                "mismatches": [m.to_dict() for m in self.mismatches],
-                "ranker_batches": self.ranker_batches, "ingest": self.ingest.to_dict(),
-                "seconds": round(self.seconds, 3)}
 
 
 @dataclass

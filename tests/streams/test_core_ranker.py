@@ -205,3 +205,25 @@ def test_ranking_is_replayable_from_the_same_batches(mem_store: Any, score_msg: 
         runs.append(outs)
     assert runs[0] == runs[1]
     assert runs[0][1][1]  # the replay did report moves
+
+
+def test_a_score_at_the_same_time_from_less_input_is_stale(ranker: RankerCore,
+                                                           score_msg: Msg) -> None:
+    """A worker that lost part of a batch's changelogs in a crash can score again at the same
+    ``as_of`` from fewer events (a lower input offset of the same partition): the board keeps
+    the later reading until the input read again catches up. From another partition (a unit
+    whose events moved), offsets do not compare, and the later message wins as before."""
+    def at(offset: int, total: float, partition: int = 0) -> dict[str, Any]:
+        return score_msg("u1", total, T2, input={"topic": "procedure-events",
+                                                 "partition": partition, "offset": offset})
+
+    ranker.process([score_msg("u2", 70.0, T2), at(10, 80.0)])
+    out = ranker.process([at(7, 60.0)])
+    assert out.scores == [] and out.rank_changes == [] and out.band_changes == []
+    assert ranker.latest[("year:2024", "u1")]["total"] == 80.0
+    out = ranker.process([at(10, 80.0)])  # the same reading again: said again, as before
+    assert [m["total"] for m in out.scores] == [80.0]
+    out = ranker.process([at(12, 60.0)])  # more input at the same time: taken
+    assert moves(out) == {"u1": (1, 2), "u2": (2, 1)}
+    out = ranker.process([at(3, 85.0, partition=1)])
+    assert ranks(out)["u1"] == (1, 2)
