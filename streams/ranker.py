@@ -52,7 +52,7 @@ class RankerCore:
         for msg in incoming:
             k = (msg["window"], msg["unit_id"])
             old = self.latest.get(k)
-            if old is not None and parse_ts(old["as_of"]) > parse_ts(msg["as_of"]):  # type: ignore[operator]
+            if old is not None and _stale(msg, old):
                 continue  # a re-delivered older score never moves the board backwards
             previous.setdefault(k, old)
             self.latest[k] = dict(msg)
@@ -95,6 +95,20 @@ class RankerCore:
                         "top_losses": msg.get("top_losses", []),
                     })
         return out
+
+
+def _stale(msg: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether ``msg`` is older than the ``old`` reading of its unit and window: an earlier
+    ``as_of``, or the same one from less input of the same partition (a worker that lost part
+    of a batch's changelogs in a crash scores again from fewer events until it has read them
+    again). Offsets of different partitions do not compare: the later message wins."""
+    new_t, old_t = parse_ts(msg["as_of"]), parse_ts(old["as_of"])
+    if new_t != old_t:
+        return new_t < old_t  # type: ignore[operator]
+    new_in, old_in = msg.get("input") or {}, old.get("input") or {}
+    return (new_in.get("partition") == old_in.get("partition")
+            and isinstance(new_in.get("offset"), int) and isinstance(old_in.get("offset"), int)
+            and new_in["offset"] < old_in["offset"])
 
 
 _PUBLIC_KEYS = ("unit_id", "name", "peer_group", "window", "as_of", "model", "total", "band",
