@@ -271,8 +271,10 @@ def check_ranking(source: Source, published: list[_Published], todo: list[_Publi
 
     # only whole batches are re-run: a span that is not (forged, or with a record lost) would
     # feed the ranker records out of turn and so break every later batch's ranks
-    named = {basis[1:] for pub in published if (basis := _basis(pub.msg)) and basis[0] == topic}
-    spans = sorted(s for s in named if len(held(*s)) == s[1] - s[0] + 1)
+    named = Counter(basis[1:] for pub in published
+                    if (basis := _basis(pub.msg)) and basis[0] == topic)
+    spans, overlapping = _disjoint([s for s in named if len(held(*s)) == s[1] - s[0] + 1],
+                                   named)
     runs: list[tuple[int, int, bool]] = []  # (first, last, named by a published message)
     cursor = have[0] if have else 0
     for lo, hi in spans:
@@ -303,6 +305,11 @@ def check_ranking(source: Source, published: list[_Published], todo: list[_Publi
                                               f"rank_basis {msg.get('rank_basis')!r} unusable"))
             continue
         span = named_by[1], named_by[2]
+        if span in overlapping:
+            report.mismatches.append(Mismatch(
+                pub.where, unit_id, window, "ranking",
+                f"batch {topic}@{span[0]}-{span[1]} overlaps a batch more messages name"))
+            continue
         if span not in results:
             end = have[-1] if have else -1
             report.mismatches.append(Mismatch(
@@ -327,6 +334,34 @@ def check_ranking(source: Source, published: list[_Published], todo: list[_Publi
                 f"differs from re-ranking {topic}@{span[0]}-{span[1]}: "
                 f"{', '.join(sorted(diff))}",
                 diff))
+
+
+def _disjoint(spans: list[tuple[int, int]], named: Counter[tuple[int, int]]
+              ) -> tuple[list[tuple[int, int]], set[tuple[int, int]]]:
+    """The ranker's batches never overlap, so of overlapping spans only one is genuine: the
+    one more published messages name (a forger adds one; a batch publishes each unit it
+    re-ranks), then the earlier, then the longer. Re-running both would feed records to the
+    ranker twice. Returns the spans kept, in order, and those left out. A year holds
+    millions of batches, so overlaps are looked for in one sweep, among neighbours only."""
+    kept: list[tuple[int, int]] = []
+    left: set[tuple[int, int]] = set()
+    group: list[tuple[int, int]] = []
+    reach = -1
+    for span in sorted(spans) + [(2**63, 2**63)]:  # a sentinel closes the last group
+        if span[0] > reach and len(group) == 1:
+            kept.append(group.pop())
+        elif span[0] > reach and group:
+            chosen: list[tuple[int, int]] = []
+            for s in sorted(group, key=lambda s: (-named[s], s[0], s[0] - s[1])):
+                if any(s[0] <= hi and lo <= s[1] for lo, hi in chosen):
+                    left.add(s)
+                else:
+                    chosen.append(s)
+            kept += sorted(chosen)
+            group = []
+        group.append(span)
+        reach = max(reach, span[1])
+    return kept, left
 
 
 def verify(source: Source, catalog: Catalog, model: Model, *, events_topic: str,

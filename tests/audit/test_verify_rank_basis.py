@@ -3,7 +3,9 @@ topic is missing.
 
 A span the internal topic cannot hold whole (past its end, before its start) is a fault of
 that one message: re-running it would feed the ranker records out of turn and so "break"
-every genuine batch after it. A missing ranker topic is not a fault of any message: the audit
+every genuine batch after it. So is a span that overlaps genuine batches (the ranker's never
+overlap): of overlapping spans, only the one more messages name is re-run. A missing ranker
+topic is not a fault of any message: the audit
 cannot run (exit 2), as when the events topic is missing.
 """
 
@@ -80,3 +82,27 @@ def test_a_missing_ranker_topic_is_an_error_not_a_mismatch(sim, example_catalog,
     without = MemorySource({t: list(r) for t, r in sim.topics.items() if t != INTERNAL})
     with pytest.raises(AuditError, match=f"no ranker topic '{INTERNAL}'"):
         check(without, example_catalog, model)
+
+
+def _genuine_spans(sim: SimulatedPipeline) -> list[tuple[int, int]]:
+    spans = {tuple(orjson.loads(r.value or b"")["rank_basis"]["offsets"])
+             for r in sim.published()}
+    return sorted(spans)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("where", ["straddles two batches", "inside one batch",
+                                   "starts with a batch"])
+def test_a_forged_span_inside_the_topic_is_that_message_only(  # type: ignore[no-untyped-def]
+        sim, example_catalog, model, where):
+    """A span the topic holds whole but that is no batch of the ranker's (it overlaps genuine
+    ones): re-running it too fed records to the ranker twice, so every later batch differed.
+    Overlapping spans are not all re-run: the one more published messages name is."""
+    spans = [s for s in _genuine_spans(sim) if s[1] - s[0] >= 3]
+    a, b = spans[len(spans) // 2], spans[len(spans) // 2 + 1]
+    forged_span = {"straddles two batches": [a[1] - 1, b[0] + 1],
+                   "inside one batch": [a[0] + 1, a[1] - 1],
+                   "starts with a batch": [a[0], a[0] + 1]}[where]
+    source, forged = with_forged_copy(sim, forged_span)
+    report = check(source, example_catalog, model)
+    assert [(m.where, m.kind) for m in report.mismatches] == [(forged, "ranking")]
+    assert "overlaps" in report.mismatches[0].detail
