@@ -21,6 +21,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -242,15 +243,33 @@ class KafkaBroker(ServerProcess):
 
     def _format(self, jvm: list[str], props: Path) -> None:
         cid = self.cluster_id or new_cluster_id()
-        argv = [*jvm, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props),
+        args = ["kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props),
                 *self.format_args]
         log.debug("formatting Kafka storage in %s (cluster %s)", self.data_dir, cid)
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+        # The tool's arguments go through a private argument file (``java @file``), not the
+        # command line: ``--add-scram`` carries the admin's password, and a command line is
+        # readable by every local user (ps, /proc) while the JVM starts and formats.
+        fd, argfile = tempfile.mkstemp(prefix="bando-format-", suffix=".args")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write("\n".join(_argfile_quote(a) for a in args) + "\n")
+            done = subprocess.run([*jvm, f"@{argfile}"], capture_output=True, text=True,
+                                  check=False, timeout=120)
+        finally:
+            os.unlink(argfile)
         with open(self.log_path, "a", encoding="utf-8") as out:
             out.write(done.stdout + done.stderr)
         if done.returncode != 0:
             raise InfraError(f"formatting Kafka storage in {self.data_dir} failed",
                              (done.stdout + done.stderr)[-4000:])
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument of a ``java @file``: quoted, with the escapes the launcher reads there."""
+    for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"),
+                         ("\t", "\\t"), ("\f", "\\f")):
+        arg = arg.replace(raw, escaped)
+    return f'"{arg}"'
 
 
 # -- topics ------------------------------------------------------------------------------

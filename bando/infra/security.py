@@ -153,9 +153,9 @@ def secure_broker(
 ) -> KafkaBroker:
     """A single ``KafkaBroker`` with SASL/SCRAM clients, ACLs enforced, ``admin`` bootstrapped.
 
-    The admin's password is on the ``kafka-storage format`` command line once, at the first
-    start (that is how KRaft bootstraps SCRAM); every other user is added with
-    :func:`upsert_scram_users`.
+    The admin's password is given to ``kafka-storage format`` once, at the first start (that is
+    how KRaft bootstraps SCRAM), through a private argument file rather than its command line
+    (``KafkaBroker._format``); every other user is added with :func:`upsert_scram_users`.
     """
     config = secure_broker_config(admin, controller_password, mechanism)
     if any(c in admin.password for c in ",[]="):  # would end or split the --add-scram value

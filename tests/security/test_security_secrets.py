@@ -79,6 +79,34 @@ def test_an_admin_password_that_breaks_add_scram_is_refused(bad: str, tmp_path: 
         secure_broker(ScramUser("admin", f"pass{bad}word"), new_password(), tmp_path)
 
 
+def test_the_admin_password_is_never_on_a_command_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """KRaft bootstraps SCRAM at format time (``--add-scram``): the tool's arguments reach the
+    JVM through a private argument file, deleted after, never through argv (ps, /proc). The
+    secured broker tests run the real format this way."""
+    import os
+    import subprocess
+
+    import bando.infra.kafka as kafka_module
+
+    password = "pass#word-" + new_password()
+    broker = secure_broker(ScramUser("admin", password), new_password(), tmp_path)
+    seen: list[tuple[list[str], str, int]] = []
+
+    def run(argv, **kw):  # type: ignore[no-untyped-def]
+        argfile = argv[-1][1:]
+        seen.append((argv, Path(argfile).read_text("utf-8"), os.stat(argfile).st_mode & 0o777))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(kafka_module.subprocess, "run", run)
+    broker._format(["java", "-cp", "x"], tmp_path / "server.properties")  # noqa: SLF001
+    [(argv, text, mode)] = seen
+    assert not any(password in a for a in argv) and argv[-1].startswith("@")
+    assert mode == 0o600
+    assert '"kafka.tools.StorageTool"' in text and "--add-scram" in text
+    assert f"password={password}]" in text
+    assert not Path(argv[-1][1:]).exists()
+
+
 @pytest.mark.integration
 def test_services_never_log_a_secret(kafka: KafkaBroker, live_settings: Settings,
                                      tmp_path: Path) -> None:
