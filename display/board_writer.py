@@ -11,6 +11,8 @@ it catch up alone:
   topics and rebuilds the board, marked as catching up (``display.catchup``) until it has read
   as far as the topics reached when it began: screens must not take months-old boards, shown
   one after the other, for the current one.
+* Back after a long outage (of the writer, Kafka or Redis) with a backlog of more than
+  ``catchup_lag`` messages: marked as catching up the same way, for the same reason.
 
 Several writers may run at once (for availability): each reads everything, and the optimistic
 transaction makes their writes commute.
@@ -52,6 +54,10 @@ class WriterConfig:
     metadata_interval: float = 10.0  # seconds between checks for new topics/partitions
     retry_max: float = 5.0  # ceiling of the back-off while Redis or Kafka is away
     epoch_interval: float = 1.0  # seconds between checks, while idle, that Redis kept the board
+    lag_interval: float = 5.0  # seconds between lag checks (the gauge and the catch-up mark)
+    # messages the board may be behind the topics, in all, before screens are told it is
+    # catching up: a re-scoring of the whole catalog publishes ~600, a long outage far more
+    catchup_lag: int = 2_000
     client_id: str = "bando-board"
     # aiokafka connection options for a secured cluster (bando.kafka_auth.client_kwargs)
     kafka_security: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -158,9 +164,14 @@ class BoardWriter:
                     await store.check_epoch(self.redis, self.keys)
                     await self._settle_catchup(consumer)
                 if time.monotonic() >= next_lag:
-                    next_lag = time.monotonic() + 5.0
+                    next_lag = time.monotonic() + self.config.lag_interval
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(metrics.update_consumer_lag(consumer), 2.0)
+                    try:
+                        await self._check_catchup(consumer, timeout=2.0)
+                    except (TimeoutError, KafkaError) as exc:
+                        # Kafka slow or away: the next check sees the same backlog, if any
+                        log.debug("catch-up check skipped: %r", exc)
                 delay = 0.2
             except store.BoardLost as exc:
                 log.warning("%s: rebuilding the board from the topics", exc)
@@ -202,7 +213,8 @@ class BoardWriter:
                 consumer.seek(tp, pos)
         if fresh:
             await consumer.seek_to_beginning(*fresh)
-            await self._mark_catchup(consumer, fresh)
+        # before the first batch: screens are told before history starts moving
+        await self._check_catchup(consumer, fresh)
         self.stats.rewinds += 1
         log.info(
             "board writer positioned: %d partitions from Redis, %d from the beginning",
@@ -210,15 +222,33 @@ class BoardWriter:
             len(fresh),
         )
 
-    async def _mark_catchup(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
-        """Read from the beginning, the board replays history until it reaches where the topics
-        end now: say so on the board (empty partitions have nothing to replay)."""
-        ends = await consumer.end_offsets(fresh)
-        starts = await consumer.beginning_offsets(fresh)
-        targets = {
-            (tp.topic, tp.partition): end for tp, end in ends.items() if end > starts.get(tp, 0)
-        }
-        if await catchup.mark_catchup(self.redis, self.keys, targets):
+    async def _check_catchup(
+        self,
+        consumer: AIOKafkaConsumer,
+        fresh: list[TopicPartition] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Mark the board as catching up if it replays history: partitions read from their
+        beginning (``fresh``; empty ones have nothing to replay), or a backlog above
+        ``catchup_lag``. Drop targets that a recreated topic put out of reach (``timeout``
+        bounds the end-offsets request; see :mod:`display.catchup` for the rule)."""
+        marked = await catchup.read_catchup(self.redis, self.keys)  # before the ends
+        ends = _keyed(
+            await asyncio.wait_for(consumer.end_offsets(sorted(self._assigned)), timeout)
+        )
+        dropped = catchup.unreachable(marked, ends)
+        if dropped and await catchup.drop_targets(self.redis, self.keys, dropped):
+            log.warning(
+                "catch-up targets past their partition's end dropped (topic recreated?): %s",
+                _positions_text(dropped),
+            )
+        stored = await store.read_offsets(self.redis, self.keys)
+        targets = catchup.lag_targets(ends, stored, self.config.catchup_lag)
+        if fresh:
+            starts = _keyed(await consumer.beginning_offsets(fresh))
+            targets.update({tp: ends[tp] for tp, start in starts.items() if ends[tp] > start})
+        if targets and await catchup.mark_catchup(self.redis, self.keys, targets):
             log.info("board marked as catching up until %s", _positions_text(targets))
 
     async def _settle_catchup(self, consumer: AIOKafkaConsumer) -> None:
@@ -283,6 +313,10 @@ class BoardWriter:
         if error != self.stats.last_error:
             log.warning("board writer waiting: %s", error)
         self.stats.last_error = error
+
+
+def _keyed(offsets: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
+    return {(tp.topic, tp.partition): o for tp, o in offsets.items()}
 
 
 def _positions_text(positions: dict[tuple[str, int], int]) -> str:

@@ -12,7 +12,7 @@ Layout (``P`` is the key prefix, ``bando:board`` by default, so tests can share 
     P:rev                   counter, stamps every row write so screens can drop stale changes
     P:updated               string  wall time of the last write a screen sees
     P:catchup               hash  "topic/partition" -> end offset: set while the board is
-                                  rebuilt from the topics' beginning, gone once caught up
+                                  rebuilt or far behind the topics, gone once caught up
     P:changes               pub/sub channel of every change (row, window switch, catch-up)
 
 Rows are keyed by window, not by window kind, so a late message for last month updates last
@@ -20,10 +20,10 @@ month's board and never the current one; ``P:current`` moves forward only. Consu
 written in the same transaction as the rows they produced, so after any crash the board and
 its position agree, and a Redis that comes back empty (no epoch) is rebuilt from the topics.
 
-A rebuild replays months of history: ``P:catchup`` says so to screens until the board's stored
-positions reach the ends the topics had when it began. It holds its targets rather than an
-owner, so any writer's batch can end it, including one that took over from a writer that died
-mid-rebuild.
+A rebuild, or a writer back from a long outage, replays history: ``P:catchup`` says so to
+screens until the board's stored positions reach its targets (``display.catchup``). It holds
+its targets rather than an owner, so any writer's batch can end it, including one that took
+over from a writer that died mid-rebuild.
 """
 
 from __future__ import annotations

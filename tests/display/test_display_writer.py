@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 
 import orjson
@@ -282,6 +283,35 @@ async def test_a_catch_up_left_by_a_writer_that_died_is_ended_by_the_next(setup)
         await wait_until(lambda: _not_marked(redis, keys))
         assert writer.stats.messages == sum(ends.values()) - 5
     assert (await store.read_snapshot(redis, keys))["catching_up"] is False
+
+
+async def test_a_writer_back_from_a_long_outage_is_marked_until_through_its_backlog(setup):
+    """Away while the topics grew by more than ``catchup_lag`` messages: screens are told before
+    its first batch and until it has read the backlog, as in a rebuild; a backlog within the
+    threshold is live. Only rebuilds (no stored position) used to be marked."""
+    config, keys, redis = setup
+    topic = config.topics[board.SCORE]
+    msgs = sample_board(W, AS_OF)
+    await produce(config.bootstrap, topic, msgs)
+    async with running(config):
+        await wait_until(lambda: _rows_if(redis, keys, len(msgs)))
+        await wait_until(lambda: _not_marked(redis, keys))
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.channel)
+    await pubsub.get_message(timeout=1)
+    await produce(config.bootstrap, topic, sample_board(W, "2024-04-14T18:00:00+07:00", seed=11))
+    async with running(dataclasses.replace(config, catchup_lag=50)) as writer:
+        await wait_until(lambda: _consumed(writer, len(msgs)))
+        await wait_until(lambda: _not_marked(redis, keys))
+        seen = [m["t"] if m["t"] != "catchup" else m["active"] for m in await _drain(pubsub)]
+    assert seen[0] is True and seen[-1] is False, seen[:3] + seen[-3:]
+    assert seen.count(True) == 1 and seen.count(False) == 1 and "unit" in seen
+    await produce(config.bootstrap, topic, sample_board(W, "2024-04-14T19:00:00+07:00", seed=12))
+    async with running(config) as writer:  # 104 behind, the threshold is 2,000
+        await wait_until(lambda: _consumed(writer, len(msgs)))
+        seen = [m["t"] for m in await _drain(pubsub)]
+    await pubsub.aclose()
+    assert "catchup" not in seen and "unit" in seen
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
