@@ -10,7 +10,9 @@ the partition from its beginning up to the committed offset *without* delivering
 a pure function of each topic's message sequence, so the rebuilt state is exactly the state the
 previous owner had, and a restart neither repeats a suppressed alert nor forgets a cool-down.
 The interleaving of the two topics is not recorded and the rebuild does not reproduce it; the
-policy relates them by event time (``as_of``) only, never by the order they were read in.
+policy relates them by event time (``as_of``) only, never by the order they were read in. A
+warning read before a band change that is earlier in event time (the ranker behind) can become
+news only then: the policy hands its alert back with that band change (``Decision.released``).
 
 A unit's state spans both topics (both keyed by unit_id, with the same partition count): the
 range assignor gives partition i of both to the same notifier (``ASSIGNORS``; aiokafka's
@@ -155,6 +157,19 @@ class Notifier:
         metrics.ALERT_MESSAGES.labels(kind).inc()
         if isinstance(change, BandChange) and change.direction == "down":
             metrics.BAND_DROPS.labels(change.unit_id, metrics.window_kind(change.window)).inc()
+        source = {"topic": topic, "partition": partition, "offset": offset}
+        if decision.send and decision.alert is not None:
+            await self.deliver({**decision.alert, "source": source})
+        for held in decision.released:
+            # after the band change's own alert, earlier in event time; its source is this
+            # band change, as the warning's own offset may be committed long since
+            log.info(
+                "at-risk warning for %s at %s sent late: band change at %s read after it",
+                change.unit_id,
+                held["as_of"],
+                change.as_of,
+            )
+            await self.deliver({**held, "source": source})
         if not decision.send or decision.alert is None:
             metrics.ALERTS_SUPPRESSED.labels(decision.reason).inc()
             log.info(
@@ -164,10 +179,6 @@ class Notifier:
                 change.as_of,
                 decision.reason,
             )
-            return decision
-        alert = dict(decision.alert)
-        alert["source"] = {"topic": topic, "partition": partition, "offset": offset}
-        await self.deliver(alert)
         return decision
 
     async def deliver(self, alert: dict[str, Any]) -> None:

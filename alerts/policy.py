@@ -16,6 +16,39 @@ Anti-flapping, per (unit, window):
 The idempotency key of an alert is a hash of (unit, window, as_of, old band, new band), so a
 message re-published by a restarted scorer, or an alert re-sent by a restarted notifier, has
 the same key and a receiver can ignore the repeat.
+
+At-risk warnings, per (unit, window), against the previous message of the ``at-risk`` topic:
+
+* A warning is news when there is no previous warning, the previous message cleared the risk,
+  or it was for another band; or, for the same band, when a band change lies in (previous
+  message's as_of, warning's as_of]: the band left and came back, which the at-risk topic need
+  not show (the scorer assesses every 10 s). Otherwise the risk is ``at_risk_active``.
+* Cool-down: a warning for the band of the last warning sent as news *by the at-risk topic
+  alone* (first, after a clear, another band), less than ``cooldown_seconds`` after it, is
+  not sent (raised, cleared, raised again: flapping).
+
+The two topics are read in any interleaving that keeps each one's order (live: as fetched;
+a rebuild: one partition after the other; each in as_of order for a unit, repeats aside), and
+a ranker far behind reads a band change after a warning that is later in event time. The
+alerts sent must not depend on that interleaving, and an alert cannot be taken back, so a
+warning's fate is a function of the at-risk topic and of the band changes by as_of only, and
+grows with the band changes known:
+
+* A same-band warning with no band change known in its interval, at or after the latest band
+  change read (so one may still arrive inside it), is *held*; a band change read later inside
+  its interval sends it then (``Decision.released``), as if it had been read first. A held
+  warning is sent even if the risk has since cleared, because a rebuild that read the band
+  change first sent it.
+* Only warnings that are news by the at-risk topic start the cool-down: whether a warning that
+  is news by a band change is sent can be settled late, and had it started the cool-down,
+  warnings already sent after it would have been suppressed in another interleaving.
+
+(Ignoring band changes would be order-independent too, but loses the warning after the band
+left and came back; holding a warning until the ranker catches up could wait for ever, as a
+unit's band changes are rare.)
+
+Bounded: the last 16 band changes and 16 held warnings per (unit, window); a topic more than
+16 of one unit's messages ahead of the other can make the interleaving matter again.
 """
 
 from __future__ import annotations
@@ -23,7 +56,7 @@ from __future__ import annotations
 from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -88,14 +121,19 @@ class _UnitState:
     armed: int | None
     last_sent_us: int | None = None
     last_sent_band: int | None = None
-    at_risk_band: int | None = None  # band of the active at-risk warning, if any
-    at_risk_us: int | None = None  # as_of of the warning that made it active
+    # the previous at-risk message: its as_of and, if it was a warning, its band
+    risk_prev_us: int | None = None
+    risk_prev_band: int | None = None
     # as_of of the latest band changes, sorted: whether the band moved between two warnings
     # is judged on event time, so it does not depend on how the two topics were interleaved
     # when read (live fetch order vs. a rebuild's partition-by-partition replay)
     band_changes_us: list[int] = field(default_factory=list)
+    # the cool-down clock: the last warning sent as news by the at-risk topic alone
     at_risk_sent_us: int | None = None
     at_risk_sent_band: int | None = None
+    # (previous message's as_of, warning): same-band warnings that a band change read late,
+    # inside that interval, makes news; by as_of
+    held: list[tuple[int, AtRiskWarning]] = field(default_factory=list)
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=_RECENT_KEYS))
 
 
@@ -104,6 +142,9 @@ class Decision:
     send: bool
     reason: str
     alert: dict[str, Any] | None = None
+    # at-risk alerts of warnings read before this band change and made news by it (the ranker
+    # was behind); sent with it, whatever ``send`` says about the band change itself
+    released: tuple[dict[str, Any], ...] = ()
 
 
 class AlertPolicy:
@@ -139,14 +180,30 @@ class AlertPolicy:
         if ch.key in st.recent:
             return Decision(False, "duplicate")
         st.recent.append(ch.key)
+        # the band moved: a warning after this (in event time) is news, even for the band of
+        # the one before it; recorded by as_of rather than by clearing the active warning,
+        # which made the outcome depend on which topic was read first
+        insort(st.band_changes_us, ch.as_of_us)
+        del st.band_changes_us[:-_RECENT_KEYS]
+        released = self._release(st, ch.as_of_us)
+        decision = self._band_decision(st, ch)
+        return replace(decision, released=released) if released else decision
+
+    def _release(self, st: _UnitState, as_of_us: int) -> tuple[dict[str, Any], ...]:
+        out: list[dict[str, Any]] = []
+        keep: list[tuple[int, AtRiskWarning]] = []
+        for prev_us, w in st.held:
+            if prev_us < as_of_us <= w.as_of_us:
+                out.append(at_risk_alert(w, self.config.top_n))
+            elif as_of_us <= w.as_of_us:  # a later band change may still fall in its interval
+                keep.append((prev_us, w))
+        st.held = keep
+        return tuple(out)
+
+    def _band_decision(self, st: _UnitState, ch: BandChange) -> Decision:
         if st.armed is None:
             st.armed = band_index(ch.old_band)
         new_i = band_index(ch.new_band)
-        # the band moved: a warning after this (in event time) is news, even for the band of
-        # the active one; recorded by as_of rather than by clearing ``at_risk_band``, which
-        # made the outcome depend on which topic was read first
-        insort(st.band_changes_us, ch.as_of_us)
-        del st.band_changes_us[:-_RECENT_KEYS]
         if ch.direction == "down":
             if new_i >= st.armed:
                 return Decision(False, "hysteresis")
@@ -175,36 +232,40 @@ class AlertPolicy:
         st.last_sent_band = new_i
         return Decision(True, kind, band_alert(ch, kind, self.config.top_n))
 
-    @staticmethod
-    def _band_moved(st: _UnitState, as_of_us: int) -> bool:
-        """A band change in (active warning's as_of, ``as_of_us``]: one at the same instant as
-        a warning counts, as the worker warns about the band the change just entered."""
-        if st.at_risk_us is None:
-            return True
-        changes = st.band_changes_us
-        return bisect_right(changes, as_of_us) > bisect_right(changes, st.at_risk_us)
-
     def _decide_at_risk(self, w: AtRiskWarning) -> Decision:
         key = (w.unit_id, w.window)
         band_i = band_index(w.band)
         st = self._states.get(key)
         if st is None:
             st = self._states[key] = _UnitState(armed=None)
+        prev_us, prev_band = st.risk_prev_us, st.risk_prev_band
+        st.risk_prev_us, st.risk_prev_band = w.as_of_us, band_i if w.at_risk else None
         if not w.at_risk:
-            st.at_risk_band = None
             return Decision(False, "at_risk_cleared")
-        if st.at_risk_band == band_i and not self._band_moved(st, w.as_of_us):
-            return Decision(False, "at_risk_active")
-        st.at_risk_band, st.at_risk_us = band_i, w.as_of_us
-        recent = (
-            st.at_risk_sent_us is not None
-            and st.at_risk_sent_band == band_i
+        cooling = (
+            st.at_risk_sent_band == band_i
+            and st.at_risk_sent_us is not None
             and w.as_of_us - st.at_risk_sent_us < self._cooldown_us
         )
-        if recent:  # cleared and raised again for the same band: flapping
-            return Decision(False, "cooldown")
-        st.at_risk_sent_us, st.at_risk_sent_band = w.as_of_us, band_i
-        return Decision(True, "at_risk", at_risk_alert(w, self.config.top_n))
+        if prev_us is None or prev_band != band_i:  # news by the at-risk topic alone
+            if cooling:  # cleared and raised again for the same band: flapping
+                return Decision(False, "cooldown")
+            st.at_risk_sent_us, st.at_risk_sent_band = w.as_of_us, band_i
+            return Decision(True, "at_risk", at_risk_alert(w, self.config.top_n))
+        changes = st.band_changes_us
+        # a band change at the warning's instant counts: the worker warns about the band the
+        # change just entered
+        moved = bisect_right(changes, w.as_of_us) > bisect_right(changes, prev_us)
+        if moved:
+            if cooling:
+                return Decision(False, "cooldown")
+            return Decision(True, "at_risk", at_risk_alert(w, self.config.top_n))
+        # a band change not read yet may still fall in (prev_us, as_of]: later band changes
+        # are read in order, so only if none read so far is later than the warning
+        if not cooling and prev_us < w.as_of_us and (not changes or w.as_of_us >= changes[-1]):
+            st.held.append((prev_us, w))
+            del st.held[:-_RECENT_KEYS]
+        return Decision(False, "at_risk_active")
 
 
 def _losses_out(losses: Sequence[Loss], top_n: int) -> list[dict[str, Any]]:
