@@ -101,14 +101,22 @@ def _stale(msg: dict[str, Any], old: dict[str, Any]) -> bool:
     """Whether ``msg`` is older than the ``old`` reading of its unit and window: an earlier
     ``as_of``, or the same one from less input of the same partition (a worker that lost part
     of a batch's changelogs in a crash scores again from fewer events until it has read them
-    again). Offsets of different partitions do not compare: the later message wins."""
+    again), or from the same input with other counts (a rebuild whose facts changelog kept
+    events its clock did not: the first reading is the one the input up to the offset holds).
+    The same reading again, or one of another model, is taken. Offsets of different
+    partitions do not compare: the later message wins."""
     new_t, old_t = parse_ts(msg["as_of"]), parse_ts(old["as_of"])
     if new_t != old_t:
         return new_t < old_t  # type: ignore[operator]
     new_in, old_in = msg.get("input") or {}, old.get("input") or {}
-    return (new_in.get("partition") == old_in.get("partition")
-            and isinstance(new_in.get("offset"), int) and isinstance(old_in.get("offset"), int)
-            and new_in["offset"] < old_in["offset"])
+    if (new_in.get("partition") != old_in.get("partition")
+            or not isinstance(new_in.get("offset"), int)
+            or not isinstance(old_in.get("offset"), int)):
+        return False
+    if new_in["offset"] != old_in["offset"]:
+        return new_in["offset"] < old_in["offset"]
+    return msg.get("model") == old.get("model") and any(
+        msg.get(k) != old.get(k) for k in ("total", "indicators"))
 
 
 _PUBLIC_KEYS = ("unit_id", "name", "peer_group", "window", "as_of", "model", "total", "band",

@@ -48,6 +48,12 @@ def mark_key(partition: int) -> str:
     return f"{SEP}mark{SEP}{partition}"
 
 
+def closed_key(partition: int) -> str:
+    """The key of a partition's last month closing in the facts table: the input offset the
+    closing scores were made at (``ScorerCore._close_windows``)."""
+    return f"{SEP}closed{SEP}{partition}"
+
+
 def fact_value(state: UnitState, kind: str, ident: str) -> Any:
     """A record of the facts table, as JSON (``record_of`` reads it back)."""
     if kind == "d":
@@ -78,6 +84,7 @@ class Rebuilt:
     withdrawn: dict[str, list[int]] = field(default_factory=dict)
     orphans: dict[str, list[str]] = field(default_factory=dict)  # unit -> its facts keys
     held: dict[int, int] = field(default_factory=dict)  # partition -> offset to read again
+    closed: dict[int, int] = field(default_factory=dict)  # partition -> last closing's offset
 
     def admit(self, unit_id: str, kind: str, ident: str, value: Any, t: int | None,
               settle_tz: str | None) -> None:
@@ -127,8 +134,8 @@ def rebuild(store: Store, partitions: set[int], settle_tz: str | None) -> Rebuil
     admit, watermark = out.admit, out.watermark
     for key, value in store.items("facts"):
         unit_id, kind, ident = key.split(SEP, 2)
-        if not unit_id:  # mark_key
-            marks[int(ident)] = value
+        if not unit_id:  # mark_key, closed_key
+            (marks if kind == "mark" else out.closed)[int(ident)] = value
             continue
         part = out.unit_partition.get(unit_id)
         if part is None:

@@ -30,23 +30,21 @@ from typing import Any
 
 from schemas import EventRejected, Validator
 from scoring.catalog import Catalog
-from scoring.compact import compact
 from scoring.dedup import CONFLICT, NEW, classify
 from scoring.engine import score_state
 from scoring.events import Event
-from scoring.facts import Dossier, UnitState, apply_event
+from scoring.facts import Dossier, UnitState
+from scoring.live import fold_live
 from scoring.model import Model
 from scoring.running import RecordKey, UnitCounts
 from scoring.timeutil import Window, window_of
-from streams.rebuild import SEP, Rebuilt, fact_value, mark_key, rebuild
+from streams.rebuild import SEP, Rebuilt, closed_key, fact_value, mark_key, rebuild
 from streams.records import Message, Outcome, Store, score_message
 from streams.risk import RiskWatch
 
 log = logging.getLogger(__name__)
 
 LIVE_WINDOWS = ("month", "year")
-RECEIPTS = frozenset({"dossier.received", "petition.received"})
-GROWING = frozenset({"dossier.rated", "dossier.supplement_requested", "petition.rated"})
 
 
 class ScorerCore:
@@ -81,6 +79,7 @@ class ScorerCore:
         # scores made on the way there, which the next ``flush`` returns first
         self._window_end: dict[int, int] = {}
         self._closing: list[dict[str, Any]] = []
+        self._closed: dict[int, int] = {}  # per partition: offset of its last closing
         self._split_warned: set[str] = set()  # units seen on two partitions (logged once)
         # per unit not flushed since a rebuild or since an earlier receipt moved one of its
         # records: where records left a window (withdrawn dossiers' and moved receipts' times)
@@ -141,7 +140,8 @@ class ScorerCore:
             if event.ts > self.watermark.get(p, -(2**62)):
                 end = self._window_end.get(p)
                 if end is None or event.ts >= end:
-                    if end is not None and before is not None and p not in held:
+                    if (end is not None and before is not None and p not in held
+                            and before > self._closed.get(p, -1)):
                         self._write_facts(touched)
                         self._close_windows(p, before)
                     self._window_end[p] = self._end_of_windows(event.ts)
@@ -161,15 +161,9 @@ class ScorerCore:
                 ident = event.body["dossier_id"]
                 if ident not in state.dossiers:
                     self._bring_back(unit_id, state, ident)
-            moved = self._received_before(state, event) if event.type in RECEIPTS else None
-            key = apply_event(state, event)
-            if moved is not None and moved != self._received_before(state, event):
-                # an earlier receipt won: the window it leaves may have lost its score
-                self._withdrawn.setdefault(unit_id, []).append(moved)
-            elif event.type in GROWING and key is not None:
-                # scores here are at the watermark, which never goes back (scoring.compact)
-                compact(state.dossiers[key[1]] if key[0] == "d" else state.petitions[key[1]],
-                        self.watermark[p])
+            key, left = fold_live(state, event, self.watermark[p])
+            if left is not None:
+                self._withdrawn.setdefault(unit_id, []).append(left)
             if key is not None:
                 touched[(unit_id, key[0], key[1])] = p
                 pending = self._touched.get(unit_id)
@@ -191,15 +185,6 @@ class ScorerCore:
             if p not in held:
                 self.store.put("facts", p, mark_key(p), offset)
         return out
-
-    @staticmethod
-    def _received_before(state: UnitState, event: Event) -> int | None:
-        """When the record a receipt folds into was received so far (None: not yet)."""
-        if event.type == "dossier.received":
-            d = state.dossiers.get(event.body["dossier_id"])
-            return None if d is None else d.received_ts
-        p = state.petitions.get(event.body["petition_id"])
-        return None if p is None or p.received is None else p.received[0]
 
     def _write_facts(self, touched: dict[tuple[str, str, str], int]) -> None:
         """Write the facts records the batch changed so far (once each), and forget them."""
@@ -225,6 +210,11 @@ class ScorerCore:
             self._score_units(self._closing, p)
         finally:
             self.offset[p] = current
+        # After the facts read before the crossing and before those read after it: a crash
+        # that kept facts from after it kept this too, and the closing was delivered (the app
+        # sends it before the changelogs), so a re-read does not close again from those facts.
+        self.store.put("facts", p, closed_key(p), before)
+        self._closed[p] = before
 
     def _end_of_windows(self, t: int) -> int:
         """Where the live windows of event time ``t`` start to end (its month's end)."""
@@ -285,6 +275,7 @@ class ScorerCore:
         got = self._rebuilt = rebuild(self.store, partitions, self._settle_tz)
         self.watermark, self.offset = got.watermark, got.offset
         self._window_end = {p: self._end_of_windows(t) for p, t in self.watermark.items()}
+        self._closed = got.closed
         self.unit_partition, self.states, self.running = got.unit_partition, got.states, got.running
         self._withdrawn = got.withdrawn
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))

@@ -227,3 +227,18 @@ def test_a_score_at_the_same_time_from_less_input_is_stale(ranker: RankerCore,
     assert moves(out) == {"u1": (1, 2), "u2": (2, 1)}
     out = ranker.process([at(3, 85.0, partition=1)])
     assert ranks(out)["u1"] == (1, 2)
+
+
+def test_the_same_reading_with_other_counts_is_stale(ranker: RankerCore, score_msg: Msg) -> None:
+    """Same ``as_of``, same input offset, other counts: a rebuild whose facts changelog kept
+    events its clock did not scores them at the clock's offset, which the input up to it does
+    not hold. The first reading is the one ``--verify`` reproduces; a new model is taken."""
+    def reading(total: float, **kw: Any) -> dict[str, Any]:
+        return score_msg("u1", total, T2, input={"topic": "procedure-events", "partition": 0,
+                                                 "offset": 10}, **kw)
+
+    ranker.process([reading(80.0)])
+    assert ranker.process([reading(90.0)]).scores == []
+    assert ranker.latest[("year:2024", "u1")]["total"] == 80.0
+    assert [m["total"] for m in ranker.process([reading(80.0)]).scores] == [80.0]
+    assert [m["total"] for m in ranker.process([reading(70.0, model="vn766@2")]).scores] == [70.0]

@@ -416,3 +416,20 @@ def test_a_receipt_moved_out_of_a_window_after_a_restart_clears_its_score(
     assert u1["month:2024-05"]["total"] is None and u1["month:2024-05"]["band"] is None
     assert u1["year:2024"]["total"] is not None  # April is in the year still
     assert "month:2024-05" not in by_window(again.flush(), "u1")  # said once
+
+
+def test_a_withdrawal_read_first_after_a_restart_clears_the_score(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    """A clean restart (or a rebalance), then u1's only dossier is withdrawn before the first
+    flush: what was sent is unknown after a rebuild, so the emptied window says so once (it
+    was noted only by the rebuild, for withdrawals already in the facts). Found in review."""
+    scorer = ScorerCore(small_catalog, model, mem_store)
+    scorer.process(feed.batch([ev.received("u1", "d1", at(0), at(600)),
+                               ev.received("u2", "d2", at(5), at(600))]))
+    assert by_window(scorer.flush(), "u1")["month:2024-05"]["total"] is not None
+    again = ScorerCore(small_catalog, model, mem_store.recovered())
+    again.rebuild({0})
+    again.process([feed.msg(ev.dossier("withdrawn", "u1", "d1", at(10)))])
+    u1 = by_window(again.flush(), "u1")
+    assert u1["month:2024-05"]["total"] is None and u1["year:2024"]["total"] is None

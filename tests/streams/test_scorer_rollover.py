@@ -77,3 +77,36 @@ def test_closing_month_gets_its_last_changes(tmp_path, model: Model, mem_store, 
     # April stays closed: later flushes say nothing more of it
     assert not [m for m in interval([ev.tick("2024-05-02T00:00:00+07:00")])
                 if m["window"] == "month:2024-04"]
+
+
+def test_a_closing_is_not_redone_from_facts_read_after_the_crossing(model: Model, mem_store,  # type: ignore[no-untyped-def]
+                                                                    feed, ev):
+    """The batch that crosses into May is closed and its closing delivered, then the worker
+    dies with its changelogs in flight: the facts changelog got through (with an April event
+    read after the crossing), the clock did not. Read again from the commit, the crossing is
+    met again; closing again at the same offset would count that late event, which the input
+    up to the offset does not hold (``--verify`` fails, and the closed board keeps it). The
+    closing's own record in the facts changelog says it was delivered. Found in review."""
+    catalog = Catalog.from_list(UNITS)
+    scorer = ScorerCore(catalog, model, mem_store, now_us=lambda: 2**62)
+    scorer.process(feed.batch([
+        ev.received("u1", "d1", "2024-04-10T10:00:00+07:00", DUE),
+        ev.received("u2", "d2", "2024-04-10T10:00:00+07:00", DUE)]))
+    scorer.flush()
+    committed = len(mem_store.changelog)
+    crossing = feed.batch([ev.dossier("synced", "u2", "d2", "2024-04-30T23:30:00+07:00"),
+                           ev.tick("2024-05-01T00:00:05+07:00"),
+                           ev.dossier("digitized", "u2", "d2", "2024-04-30T23:00:00+07:00")])
+    scorer.process(crossing)
+    closing = {(m["unit_id"], m["window"]): m for m in scorer.take_closing()}
+    assert closing[("u2", "month:2024-04")]["input"]["offset"] == 2
+
+    kept = mem_store.recovered(keep=lambda i, table: i < committed or table in ("facts", "seen"))
+    again = ScorerCore(catalog, model, kept, now_us=lambda: 2**62)
+    again.rebuild({0})
+    again.process(crossing)
+    assert again.take_closing() == []
+    # a later crossing is closed as before
+    again.process(feed.batch([ev.tick("2024-06-01T00:00:05+07:00")]))
+    later = again.take_closing()
+    assert later and all(m["input"]["offset"] == 4 for m in later)
