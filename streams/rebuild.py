@@ -23,11 +23,19 @@ that used to mislead the rebuild:
   so a second crash holds again. Scored at once, a held partition published counts missing
   events at the newer time: a false band change down, then up. A partition whose mark has
   caught up is not held, so a restart with nothing to read again publishes at once.
+* **Facts newer than the ``clock`` record.** Each batch first writes, before its facts, the
+  last offset it reads there (``begin_key``, ``begin_batch``). A partition whose begin is past
+  its clock's offset holds facts of events the clock has not seen, so it is held until the
+  re-read reaches the begin. Scored at once, it published counts of events past the message's
+  input offset at the clock's older time, which ``--verify`` cannot reproduce (session 10).
+  A month closing also writes its offset (``closed_key``) between the facts read before the
+  crossing and those after: a re-read does not close that month again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +54,25 @@ _TABLES = {"d": "dossiers", "p": "petitions", "pub": "publications"}
 def mark_key(partition: int) -> str:
     """The key of a partition's offset mark in the facts table (no unit id is empty)."""
     return f"{SEP}mark{SEP}{partition}"
+
+
+def begin_key(partition: int) -> str:
+    """The key of the last offset a partition's batch in progress reads, written to the facts
+    table before the batch's facts: the furthest its surviving facts may reach."""
+    return f"{SEP}begin{SEP}{partition}"
+
+
+def begin_batch(store: Store, positions: Iterable[tuple[int, int]], held: dict[int, int]
+                ) -> None:
+    """The first of a batch's writes to each partition's facts changelog: how far the facts
+    that outlive their clock record in a crash may reach (the batch's last offset there), or
+    what a rebuild holds the partition for, if further: facts from before it are still in
+    the table. ``positions``: the batch's (partition, offset) pairs."""
+    reach: dict[int, int] = {}
+    for p, offset in positions:
+        reach[p] = max(offset, reach.get(p, -1))
+    for p, offset in reach.items():
+        store.put("facts", p, begin_key(p), max(offset, held.get(p, -1)))
 
 
 def closed_key(partition: int) -> str:
@@ -131,11 +158,12 @@ def rebuild(store: Store, partitions: set[int], settle_tz: str | None) -> Rebuil
         if p in partitions:
             out.unit_partition[unit_id] = p
     marks: dict[int, int] = {}
+    begins: dict[int, int] = {}
     admit, watermark = out.admit, out.watermark
     for key, value in store.items("facts"):
         unit_id, kind, ident = key.split(SEP, 2)
-        if not unit_id:  # mark_key, closed_key
-            (marks if kind == "mark" else out.closed)[int(ident)] = value
+        if not unit_id:  # mark_key, begin_key, closed_key
+            {"mark": marks, "begin": begins, "closed": out.closed}[kind][int(ident)] = value
             continue
         part = out.unit_partition.get(unit_id)
         if part is None:
@@ -147,6 +175,11 @@ def rebuild(store: Store, partitions: set[int], settle_tz: str | None) -> Rebuil
         # a clock written before marks existed (no "marked") is trusted, as it was then
         if mark < offset and marked.get(p):
             out.held[p] = offset
+    for p, begin in begins.items():
+        # facts kept ahead of their clock: the state holds events past the clock's offset
+        # (and time), so the partition waits until the input read again has passed them all
+        if p in partitions and begin > out.offset.get(p, -1):
+            out.held[p] = max(begin, out.held.get(p, -1))
     for unit_id, p in out.unit_partition.items():
         t = out.watermark.get(p)
         if t is not None and unit_id not in out.running:

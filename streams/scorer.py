@@ -38,7 +38,15 @@ from scoring.live import fold_live
 from scoring.model import Model
 from scoring.running import RecordKey, UnitCounts
 from scoring.timeutil import Window, window_of
-from streams.rebuild import SEP, Rebuilt, closed_key, fact_value, mark_key, rebuild
+from streams.rebuild import (
+    SEP,
+    Rebuilt,
+    begin_batch,
+    closed_key,
+    fact_value,
+    mark_key,
+    rebuild,
+)
 from streams.records import Message, Outcome, Store, score_message
 from streams.risk import RiskWatch
 
@@ -111,6 +119,7 @@ class ScorerCore:
             if self._settle_tz is not None:
                 prefetch("facts", self._absent_dossiers(checked))
         held, orphans = self._rebuilt.held, self._rebuilt.orphans
+        begin_batch(self.store, [(m.partition, m.offset) for m in batch], held)
         for msg, event in zip(batch, checked, strict=True):
             p = msg.partition
             before = self.offset.get(p)
@@ -140,8 +149,9 @@ class ScorerCore:
             if event.ts > self.watermark.get(p, -(2**62)):
                 end = self._window_end.get(p)
                 if end is None or event.ts >= end:
-                    if (end is not None and before is not None and p not in held
-                            and before > self._closed.get(p, -1)):
+                    # held or not: the input up to ``before`` is all in the state, and none
+                    # after it unless this closing's record survived too
+                    if end is not None and before is not None and before > self._closed.get(p, -1):
                         self._write_facts(touched)
                         self._close_windows(p, before)
                     self._window_end[p] = self._end_of_windows(event.ts)

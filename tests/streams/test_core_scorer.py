@@ -433,3 +433,40 @@ def test_a_withdrawal_read_first_after_a_restart_clears_the_score(
     again.process([feed.msg(ev.dossier("withdrawn", "u1", "d1", at(10)))])
     u1 = by_window(again.flush(), "u1")
     assert u1["month:2024-05"]["total"] is None and u1["year:2024"]["total"] is None
+
+
+def test_facts_kept_ahead_of_their_clock_wait_for_the_input_read_again(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    """A crash kept a batch's facts (part of them) but not its clock record: the rebuilt state
+    holds events past the clock's offset. Scored at the clock's time and offset, the message
+    would count events the input up to that offset does not hold (``--verify`` fails, and the
+    ranker may take it). The partition waits until the input read again reaches the last
+    offset the batch's facts may hold. Found by this session's review fuzzer."""
+    scorer = ScorerCore(small_catalog, model, mem_store)
+    scorer.process(feed.batch([ev.received("u1", "d1", at(0), at(600)),
+                               ev.received("u2", "d2", at(5), at(600))]))
+    first = by_window(scorer.flush(), "u1")["month:2024-05"]
+    committed = len(mem_store.changelog)
+    later = feed.batch([ev.received("u1", "d3", at(6), at(600), channel="in_person",
+                                    full_online=False),
+                        ev.dossier("digitized", "u2", "d2", at(6))])
+    scorer.process(later)
+    lost_clock = mem_store.recovered(keep=lambda i, table: i < committed or table != "clock")
+    again = ScorerCore(small_catalog, model, lost_clock)
+    again.rebuild({0})
+    assert again.flush() == []  # not at the old clock's offset with the newer facts
+    again.process(later[:1])
+    assert again.flush() == []  # not all of what the facts may hold is read again yet
+    # and a second crash there: the facts from before the first are in the table still
+    resumed = len(lost_clock.changelog)
+    twice = lost_clock.recovered(keep=lambda i, table: i < resumed or table != "clock")
+    again = ScorerCore(small_catalog, model, twice)
+    again.rebuild({0})
+    again.process(later[:1])
+    assert again.flush() == []
+    again.process(later[1:])
+    u1 = by_window(again.flush(), "u1")["month:2024-05"]
+    assert u1["input"]["offset"] == later[-1].offset
+    assert u1["indicators"]["online_submission"]["den"] == 2
+    assert first["indicators"]["online_submission"]["den"] == 1
