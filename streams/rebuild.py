@@ -28,8 +28,9 @@ that used to mislead the rebuild:
   its clock's offset holds facts of events the clock has not seen, so it is held until the
   re-read reaches the begin. Scored at once, it published counts of events past the message's
   input offset at the clock's older time, which ``--verify`` cannot reproduce (session 10).
-  A month closing also writes its offset (``closed_key``) between the facts read before the
-  crossing and those after: a re-read does not close that month again.
+  A month closing met again while the partition is held scores nothing, and need not: a hold
+  means the batch's changelogs survived, and the worker sends those only after the batch's
+  closing scores were delivered.
 """
 
 from __future__ import annotations
@@ -75,12 +76,6 @@ def begin_batch(store: Store, positions: Iterable[tuple[int, int]], held: dict[i
         store.put("facts", p, begin_key(p), max(offset, held.get(p, -1)))
 
 
-def closed_key(partition: int) -> str:
-    """The key of a partition's last month closing in the facts table: the input offset the
-    closing scores were made at (``ScorerCore._close_windows``)."""
-    return f"{SEP}closed{SEP}{partition}"
-
-
 def fact_value(state: UnitState, kind: str, ident: str) -> Any:
     """A record of the facts table, as JSON (``record_of`` reads it back)."""
     if kind == "d":
@@ -111,7 +106,6 @@ class Rebuilt:
     withdrawn: dict[str, list[int]] = field(default_factory=dict)
     orphans: dict[str, list[str]] = field(default_factory=dict)  # unit -> its facts keys
     held: dict[int, int] = field(default_factory=dict)  # partition -> offset to read again
-    closed: dict[int, int] = field(default_factory=dict)  # partition -> last closing's offset
 
     def admit(self, unit_id: str, kind: str, ident: str, value: Any, t: int | None,
               settle_tz: str | None) -> None:
@@ -162,8 +156,9 @@ def rebuild(store: Store, partitions: set[int], settle_tz: str | None) -> Rebuil
     admit, watermark = out.admit, out.watermark
     for key, value in store.items("facts"):
         unit_id, kind, ident = key.split(SEP, 2)
-        if not unit_id:  # mark_key, begin_key, closed_key
-            {"mark": marks, "begin": begins, "closed": out.closed}[kind][int(ident)] = value
+        if not unit_id:  # mark_key, begin_key
+            if kind in ("mark", "begin"):
+                (marks if kind == "mark" else begins)[int(ident)] = value
             continue
         part = out.unit_partition.get(unit_id)
         if part is None:

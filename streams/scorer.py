@@ -42,7 +42,6 @@ from streams.rebuild import (
     SEP,
     Rebuilt,
     begin_batch,
-    closed_key,
     fact_value,
     mark_key,
     rebuild,
@@ -87,7 +86,6 @@ class ScorerCore:
         # scores made on the way there, which the next ``flush`` returns first
         self._window_end: dict[int, int] = {}
         self._closing: list[dict[str, Any]] = []
-        self._closed: dict[int, int] = {}  # per partition: offset of its last closing
         self._split_warned: set[str] = set()  # units seen on two partitions (logged once)
         # per unit not flushed since a rebuild or since an earlier receipt moved one of its
         # records: where records left a window (withdrawn dossiers' and moved receipts' times)
@@ -149,9 +147,7 @@ class ScorerCore:
             if event.ts > self.watermark.get(p, -(2**62)):
                 end = self._window_end.get(p)
                 if end is None or event.ts >= end:
-                    # held or not: the input up to ``before`` is all in the state, and none
-                    # after it unless this closing's record survived too
-                    if end is not None and before is not None and before > self._closed.get(p, -1):
+                    if end is not None and before is not None:
                         self._write_facts(touched)
                         self._close_windows(p, before)
                     self._window_end[p] = self._end_of_windows(event.ts)
@@ -213,18 +209,14 @@ class ScorerCore:
         the event), so ``audit.verify`` reproduces them from the events up to that offset; a
         closing score taken later would count events read after the crossing. The batch's
         facts were written first: scoring settles dossiers, and a settled dossier is read back
-        from the store. ``take_closing`` (or the next ``flush``) hands the scores over."""
+        from the store. ``take_closing`` (or the next ``flush``) hands the scores over. A held
+        partition scores nothing here, and need not (``streams.rebuild``)."""
         current = self.offset[p]
         self.offset[p] = before
         try:
             self._score_units(self._closing, p)
         finally:
             self.offset[p] = current
-        # After the facts read before the crossing and before those read after it: a crash
-        # that kept facts from after it kept this too, and the closing was delivered (the app
-        # sends it before the changelogs), so a re-read does not close again from those facts.
-        self.store.put("facts", p, closed_key(p), before)
-        self._closed[p] = before
 
     def _end_of_windows(self, t: int) -> int:
         """Where the live windows of event time ``t`` start to end (its month's end)."""
@@ -285,7 +277,6 @@ class ScorerCore:
         got = self._rebuilt = rebuild(self.store, partitions, self._settle_tz)
         self.watermark, self.offset = got.watermark, got.offset
         self._window_end = {p: self._end_of_windows(t) for p, t in self.watermark.items()}
-        self._closed = got.closed
         self.unit_partition, self.states, self.running = got.unit_partition, got.states, got.running
         self._withdrawn = got.withdrawn
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))

@@ -86,7 +86,8 @@ def test_a_closing_is_not_redone_from_facts_read_after_the_crossing(model: Model
     read after the crossing), the clock did not. Read again from the commit, the crossing is
     met again; closing again at the same offset would count that late event, which the input
     up to the offset does not hold (``--verify`` fails, and the closed board keeps it). The
-    closing's own record in the facts changelog says it was delivered. Found in review."""
+    batch's begin record survived with its facts, so the partition is held until the re-read
+    has passed them: no closing again (the first was delivered). Found in review."""
     catalog = Catalog.from_list(UNITS)
     scorer = ScorerCore(catalog, model, mem_store, now_us=lambda: 2**62)
     scorer.process(feed.batch([
