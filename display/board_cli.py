@@ -26,6 +26,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scores-topic", help="default: BANDO_SCORES_TOPIC or unit-scores")
     parser.add_argument("--rank-changes-topic", help="default: rank-changes")
     parser.add_argument("--band-changes-topic", help="default: band-changes")
+    parser.add_argument(
+        "--catchup-lag", type=_positive, default=WriterConfig.catchup_lag,
+        help="messages the board may be behind the topics before screens show it catching up "
+             "(default %(default)s)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def config_from(args: argparse.Namespace, settings: Settings | None = None) -> WriterConfig:
@@ -41,6 +52,7 @@ def config_from(args: argparse.Namespace, settings: Settings | None = None) -> W
             board.BAND: args.band_changes_topic or s.band_changes_topic,
         },
         kafka_security=kafka_auth.client_kwargs(s),
+        catchup_lag=args.catchup_lag,
     )
 
 
