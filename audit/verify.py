@@ -348,16 +348,17 @@ def _disjoint(spans: list[tuple[int, int]], named: Counter[tuple[int, int]]
     group: list[tuple[int, int]] = []
     reach = -1
     for span in sorted(spans) + [(2**63, 2**63)]:  # a sentinel closes the last group
-        if span[0] > reach and len(group) == 1:
-            kept.append(group.pop())
-        elif span[0] > reach and group:
-            chosen: list[tuple[int, int]] = []
-            for s in sorted(group, key=lambda s: (-named[s], s[0], s[0] - s[1])):
-                if any(s[0] <= hi and lo <= s[1] for lo, hi in chosen):
-                    left.add(s)
-                else:
-                    chosen.append(s)
-            kept += sorted(chosen)
+        if span[0] > reach and group:  # the group before ``span`` is complete
+            if len(group) == 1:  # nearly always: no sort, no priority
+                kept.append(group[0])
+            else:
+                chosen: list[tuple[int, int]] = []
+                for s in sorted(group, key=lambda s: (-named[s], s[0], s[0] - s[1])):
+                    if any(s[0] <= hi and lo <= s[1] for lo, hi in chosen):
+                        left.add(s)
+                    else:
+                        chosen.append(s)
+                kept += sorted(chosen)
             group = []
         group.append(span)
         reach = max(reach, span[1])

@@ -219,11 +219,7 @@ def create_app(
             # before the batch's clock record is sent, so no restart can find the month left
             # and its last scores lost (a re-read reaches the crossing again and redoes them).
             # Once a month per partition: the wait is not worth batching.
-            kafka = app.producer._ensure_producer()  # noqa: SLF001
-            name = scored.get_topic_name()
-            pending = [await kafka.send(name, orjson.dumps(m), key=m["peer_group"].encode())
-                       for m in closing]
-            await asyncio.gather(*pending)
+            await asyncio.gather(*[await _send(scored, m["peer_group"], m) for m in closing])
         await scorer_store.publish(app.producer)
         for msg, exc in outcome.rejected:
             await _reject(msg, exc)
@@ -267,13 +263,16 @@ def create_app(
     outputs = Deliveries()
     checked_flush(app.producer, scorer_store.sent, outputs)
 
-    async def _produce(topic: Any, key: bytes | None, value: bytes) -> None:
+    async def _produce(topic: Any, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+        """Queue a message; its delivery is checked before the next commit, or awaited."""
         # straight to aiokafka: faust's Topic.send costs ~100 us a message
         kafka = app.producer._ensure_producer()  # noqa: SLF001
-        outputs.add(await kafka.send(topic.get_topic_name(), value, key=key))
+        delivery = await kafka.send(topic.get_topic_name(), value, key=key)
+        outputs.add(delivery)
+        return delivery
 
-    async def _send(topic: Any, key: str, msg: dict[str, Any]) -> None:
-        await _produce(topic, key.encode(), orjson.dumps(msg))
+    async def _send(topic: Any, key: str, msg: dict[str, Any]) -> asyncio.Future[Any]:
+        return await _produce(topic, key.encode(), orjson.dumps(msg))
 
     async def _reject(msg: Message, exc: EventRejected) -> None:
         # key and value capped (streams.dlq): one too big for the producer would stop the

@@ -38,14 +38,7 @@ from scoring.live import fold_live
 from scoring.model import Model
 from scoring.running import RecordKey, UnitCounts
 from scoring.timeutil import Window, window_of
-from streams.rebuild import (
-    SEP,
-    Rebuilt,
-    begin_batch,
-    fact_value,
-    mark_key,
-    rebuild,
-)
+from streams.rebuild import SEP, Rebuilt, begin_batch, fact_value, mark_key, rebuild
 from streams.records import Message, Outcome, Store, score_message
 from streams.risk import RiskWatch
 

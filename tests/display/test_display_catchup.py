@@ -61,18 +61,6 @@ class StubConsumer:
 
 
 @pytest.fixture
-async def redis(redis_server):
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def keys(unique):
-    return store.Keys(f"test:{unique}:board")
-
-
-@pytest.fixture
 async def writer(redis_server, keys):
     config = WriterConfig(
         bootstrap="127.0.0.1:9",  # never reached: the consumer is a stub

@@ -19,18 +19,6 @@ AS_OF = "2024-04-14T17:00:00+07:00"
 
 
 @pytest.fixture
-async def redis(redis_server):
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def keys(unique):
-    return store.Keys(f"test:{unique}:board")
-
-
-@pytest.fixture
 async def ready(redis, keys):
     await store.ensure_epoch(redis, keys, "test")
     return keys
