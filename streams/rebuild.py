@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from scoring.facts import Dossier, Petition, Publication, UnitState
 from scoring.running import UnitCounts
+from scoring.timeutil import WindowError, window_of
 
 if TYPE_CHECKING:
     from streams.scorer import Store
@@ -50,11 +51,42 @@ log = logging.getLogger(__name__)
 
 SEP = "\x1f"  # fact keys: unit_id SEP kind SEP id; ids cannot hold control characters in practice
 _TABLES = {"d": "dossiers", "p": "petitions", "pub": "publications"}
+MOVED = "moved"  # a unit's moved receipts (``moved_key``), beside its records' kinds
+LIVE_WINDOWS = ("month", "year")  # the windows a flush scores, at its partition's time
 
 
 def mark_key(partition: int) -> str:
     """The key of a partition's offset mark in the facts table (no unit id is empty)."""
     return f"{SEP}mark{SEP}{partition}"
+
+
+def moved_key(unit_id: str) -> str:
+    """The key of a unit's *moved* record in the facts table: the months that an earlier
+    ``received`` took a record out of (``note_moved``)."""
+    return SEP.join((unit_id, MOVED, ""))
+
+
+def note_moved(moved: dict[str, list[int]], unit_id: str, received: int, t: int, tz: str
+               ) -> list[int]:
+    """Add the month of ``received`` (the time a receipt moved a record away from) to the
+    unit's *moved* record and return it, less the months before the live windows of ``t``
+    (no flush scores them again). A rebuild reads it like a withdrawal's receipt time: the
+    window that record left may have lost its score, which the worker sent or not before
+    the restart (``ScorerCore._may_have_lost``). The batch's facts already hold the new
+    receipt only, so without it a restart after the commit left the old score on the board.
+    Windows are whole months, so one time per month says the same as all of them."""
+    live = min(window_of(kind, t, tz).start_us for kind in LIVE_WINDOWS)
+    month = _month_of(received, tz)
+    kept = sorted({m for m in moved.get(unit_id, ()) if m >= live} | {month})
+    moved[unit_id] = kept
+    return kept
+
+
+def _month_of(us: int, tz: str) -> int:
+    try:
+        return window_of("month", us, tz).start_us
+    except WindowError:  # outside the calendar: the instant itself, which says the same
+        return us
 
 
 def begin_key(partition: int) -> str:
@@ -104,6 +136,7 @@ class Rebuilt:
     states: dict[str, UnitState] = field(default_factory=dict)
     running: dict[str, UnitCounts] = field(default_factory=dict)
     withdrawn: dict[str, list[int]] = field(default_factory=dict)
+    moved: dict[str, list[int]] = field(default_factory=dict)  # unit -> its moved record
     orphans: dict[str, list[str]] = field(default_factory=dict)  # unit -> its facts keys
     held: dict[int, int] = field(default_factory=dict)  # partition -> offset to read again
 
@@ -111,6 +144,10 @@ class Rebuilt:
               settle_tz: str | None) -> None:
         """Add one fact record to its unit: counted at ``t`` (settled dossiers are counted
         and dropped as they come), or kept in the state for the first flush to count."""
+        if kind == MOVED:
+            self.moved[unit_id] = list(value)
+            self.withdrawn.setdefault(unit_id, []).extend(value)
+            return
         record = record_of(kind, value)
         if (isinstance(record, Dossier) and record.withdrawn is not None
                 and record.received_ts is not None):

@@ -34,17 +34,26 @@ from scoring.dedup import CONFLICT, NEW, classify
 from scoring.engine import score_state
 from scoring.events import Event
 from scoring.facts import Dossier, UnitState
-from scoring.live import fold_live
+from scoring.live import RECEIPTS, fold_live
 from scoring.model import Model
 from scoring.running import RecordKey, UnitCounts
 from scoring.timeutil import Window, window_of
-from streams.rebuild import SEP, Rebuilt, begin_batch, fact_value, mark_key, rebuild
+from streams.rebuild import (
+    LIVE_WINDOWS,
+    SEP,
+    Rebuilt,
+    begin_batch,
+    fact_value,
+    mark_key,
+    moved_key,
+    note_moved,
+    rebuild,
+)
 from streams.records import Message, Outcome, Store, score_message
 from streams.risk import RiskWatch
 
 log = logging.getLogger(__name__)
 
-LIVE_WINDOWS = ("month", "year")
 
 
 class ScorerCore:
@@ -85,8 +94,9 @@ class ScorerCore:
         self._withdrawn: dict[str, list[int]] = {}
         # what a rebuild left to settle as the input is read again (``streams.rebuild``): its
         # states, running counts and withdrawals are this object's own
+        self._moved: dict[str, list[int]] = {}  # unit -> its moved record (streams.rebuild)
         self._rebuilt = Rebuilt(states=self.states, running=self.running,
-                                withdrawn=self._withdrawn)
+                                withdrawn=self._withdrawn, moved=self._moved)
         # the running counts settle dossiers in the model's time zone (its windows')
         self._settle_tz = None if keep_settled else model.timezone
 
@@ -163,6 +173,9 @@ class ScorerCore:
             key, left = fold_live(state, event, self.watermark[p])
             if left is not None:
                 self._withdrawn.setdefault(unit_id, []).append(left)
+                if event.type in RECEIPTS:  # a withdrawal stays in its dossier's record
+                    self.store.put("facts", p, moved_key(unit_id), note_moved(
+                        self._moved, unit_id, left, self.watermark[p], self.model.timezone))
             if key is not None:
                 touched[(unit_id, key[0], key[1])] = p
                 pending = self._touched.get(unit_id)
@@ -271,7 +284,7 @@ class ScorerCore:
         self.watermark, self.offset = got.watermark, got.offset
         self._window_end = {p: self._end_of_windows(t) for p, t in self.watermark.items()}
         self.unit_partition, self.states, self.running = got.unit_partition, got.states, got.running
-        self._withdrawn = got.withdrawn
+        self._withdrawn, self._moved = got.withdrawn, got.moved
         log.info("rebuilt %d units on partitions %s", len(self.unit_partition), sorted(partitions))
 
     # --- early warning ----------------------------------------------------------------------
