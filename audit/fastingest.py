@@ -81,10 +81,12 @@ class _Tables:
         else:
             self.duplicates += 1
 
-    def history(self) -> History:
-        """The statistics into the acceptor's, and the history (units that got an event)."""
+    def history(self, accepted: int | None = None) -> History:
+        """The statistics into the acceptor's, and the history (units that got an event).
+        ``accepted``: the new ids, when the table also holds others' (``audit.split``)."""
         stats, fused = self.acceptor.stats, self.fused
-        accepted = fused.count()  # every new id went into the table, through either path
+        if accepted is None:
+            accepted = fused.count()  # every new id went into the table, through either path
         stats.records += self.records + accepted - self.new
         stats.accepted += accepted
         stats.duplicates += self.duplicates

@@ -98,11 +98,27 @@ def day_ends(start: int, end: int, tz: str, hint: str = "give --start or --end")
 Snapshot = dict[str, tuple[str, float | None, str | None]]  # unit -> (window, total, band)
 
 
-def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpec
-             ) -> Iterator[dict[str, Any]]:
-    """Rows ``{at, unit_id, peer_group, window, total, band, rank, peer_count}``: for
-    ``every="change"`` one per unit whenever any of those changes (a unit can move in rank
-    because a peer moved), for ``every="day"`` one per unit at each day's end."""
+@dataclass
+class Plan:
+    """What a timeline covers, checked before any step (``plan``): shared by the processes of
+    a split replay (``audit.split``), each stepping its own units."""
+
+    spec: TimelineSpec
+    start: int
+    end: int
+    window_at: Callable[[int], Window]
+    rolling: bool  # the window follows T (a kind), not a fixed one
+    evaluated: list[str]  # every unit of the groups shown, in catalog order
+    group_of: dict[str, str]
+    members: dict[str, tuple[str, ...]]
+    shown_in: dict[str, list[str]]
+    days: list[int]  # ``every="day"``: the day ends; else empty
+
+
+def plan(first_ts: int | None, last_ts: int | None, catalog: Catalog, model: Model,
+         spec: TimelineSpec) -> Plan | None:
+    """The timeline's range, units and windows from the history's first and last event
+    times; None when there is nothing to show. Raises ``AuditError`` for a bad request."""
     tz = model.timezone
     if spec.every not in ("change", "day"):
         raise AuditError(f"--every must be change or day, not {spec.every!r}")
@@ -113,10 +129,10 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
         if u not in catalog:
             raise AuditError(f"unit {u!r} is not in the catalog")
     start = spec.start if spec.start is not None else (
-        fixed.start_us if fixed is not None else history.first_ts)
-    end = spec.end if spec.end is not None else history.last_ts
+        fixed.start_us if fixed is not None else first_ts)
+    end = spec.end if spec.end is not None else last_ts
     if start is None or end is None:
-        return
+        return None
     if end < start:
         if spec.end is None and fixed is not None:
             raise AuditError(f"window {fixed.name} starts after the last event "
@@ -127,25 +143,53 @@ def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpe
     groups = {catalog.by_id[u].peer_group for u in selected}
     members = {g: ids for g, ids in catalog.peer_groups.items() if g in groups}
     evaluated = [u for g in members for u in members[g]]
-    group_of = {u: catalog.by_id[u].peer_group for u in evaluated}
-    shown_in = {g: [u for u in ids if u in selected] for g, ids in members.items()}
 
     def window_at(t: int) -> Window:
         return fixed or window_of(spec.window, t, tz)
 
-    # name the bound taken from the history (moved by a stray tick dated 2099), not one given
-    missing = " and ".join(f for f, v in (("--start", spec.start), ("--end", spec.end))
-                           if v is None)
-    hint = f"give {missing}" if missing else "give a shorter range"
-    steps = (_by_day(history, model, evaluated, window_at, start, end, tz, hint)
-             if spec.every == "day" else
-             _by_change(history, model, evaluated, window_at, fixed is None, start, end,
-                        spec.check_core))
+    days: list[int] = []
+    if spec.every == "day":
+        # name the bound taken from the history (moved by a stray tick dated 2099), not one
+        # given
+        missing = " and ".join(f for f, v in (("--start", spec.start), ("--end", spec.end))
+                               if v is None)
+        days = day_ends(start, end, tz, f"give {missing}" if missing else "give a shorter range")
+    return Plan(spec, start, end, window_at, fixed is None, evaluated,
+                {u: catalog.by_id[u].peer_group for u in evaluated}, members,
+                {g: [u for u in ids if u in selected] for g, ids in members.items()}, days)
+
+
+def steps(p: Plan, history: History, model: Model, units: Iterable[str] | None = None
+          ) -> Iterator[tuple[int, Snapshot]]:
+    """The snapshots of ``units`` (default: every unit ``p`` evaluates) that may have moved,
+    at each instant of the timeline, in time order."""
+    own = p.evaluated if units is None else [u for u in p.evaluated if u in set(units)]
+    if p.spec.every == "day":
+        return _by_day(history, model, own, p.window_at, p.start, p.days)
+    return _by_change(history, model, own, p.window_at, p.rolling, p.start, p.end,
+                      p.spec.check_core)
+
+
+def timeline(history: History, catalog: Catalog, model: Model, spec: TimelineSpec
+             ) -> Iterator[dict[str, Any]]:
+    """Rows ``{at, unit_id, peer_group, window, total, band, rank, peer_count}``: for
+    ``every="change"`` one per unit whenever any of those changes (a unit can move in rank
+    because a peer moved), for ``every="day"`` one per unit at each day's end."""
+    p = plan(history.first_ts, history.last_ts, catalog, model, spec)
+    if p is not None:
+        yield from rows(p, model.timezone, steps(p, history, model))
+
+
+def rows(p: Plan, tz: str, snapshots: Iterable[tuple[int, Snapshot]]
+         ) -> Iterator[dict[str, Any]]:
+    """``timeline``'s rows from its snapshots: each group with a unit that moved ranked."""
+    spec, members, shown_in, group_of = p.spec, p.members, p.shown_in, p.group_of
+    groups = set(members)
     current: Snapshot = {}
     emitted: dict[str, tuple[Any, ...]] = {}
     partial = {g for g in members if len(shown_in[g]) < len(members[g])}
-    shown_units = set(selected)
-    for t, changed in steps:
+    shown_units = {u for ids in shown_in.values() for u in ids}
+    for t, changed in snapshots:
         touched = set(groups) if spec.every == "day" else set()
         # for a group with few units shown: which ones must be ranked whatever (a shown unit
         # moved, or a unit appeared), and the totals of the other peers that moved, old -> new
@@ -209,14 +253,14 @@ def _rank(total: float | None, totals: list[float | None]) -> int | None:
 
 
 def _by_day(history: History, model: Model, evaluated: list[str],
-            window_at: Callable[[int], Window], start: int, end: int, tz: str, hint: str
+            window_at: Callable[[int], Window], start: int, days: list[int]
             ) -> Iterator[tuple[int, Snapshot]]:
     """Each day's end: the counts of each unit whose counts may have moved since the day
     before (one of its records passed a breakpoint or came in), or whose window changed."""
     totals = Totals(model)
-    units = {u: UnitReplay(history.states.get(u), start, tz) for u in evaluated}
+    units = {u: UnitReplay(history.states.get(u), start, model.timezone) for u in evaluated}
     shown: dict[str, str] = {}  # unit -> the window of its last snapshot
-    for t in day_ends(start, end, tz, hint):
+    for t in days:
         window = window_at(t)
         changed: Snapshot = {}
         for u in evaluated:

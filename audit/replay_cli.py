@@ -134,14 +134,17 @@ class Context:
         acceptor = Acceptor(self.catalog, self.max_bytes, dlq)
         history = load_history(self.source, self.events_topic, acceptor,
                                self.since_ms(first_event_time_us), self.known_at_ms)
-        st = acceptor.stats
+        return history, self.log_ingest(acceptor.stats)
+
+    def log_ingest(self, st: Any) -> Any:
+        """Log an ingest's statistics (``audit.ingest.IngestStats``); returns them."""
         log.info("read %d records from %s in %.2fs (%s records/s): %d accepted, %d duplicates, "
                  "%d skipped as dead-lettered, %d rejected, %d anomalies", st.records,
                  self.source.name, st.seconds, st.to_dict()["records_per_s"], st.accepted,
                  st.duplicates, st.dlq_skipped, sum(st.rejected.values()), st.anomaly_count)
         for text in st.anomalies[:10]:
             log.warning("anomaly: %s", text)
-        return history, acceptor.stats
+        return st
 
 
 def fail(command: str, exc: Exception) -> int:
@@ -177,6 +180,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-core", action="store_true",
                         help="re-check every incremental count against the core's count "
                              "(slow; for the suspicious auditor)")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="replay an --events file on N processes, its units split "
+                             "between them (default 1; 2 on a 2-core machine: ~1.5x as "
+                             "fast, ~1.2x the memory in all; not with charts)")
     parser.add_argument("--format", choices=("json", "csv"), help="json (default) or csv")
     parser.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     parser.add_argument("--chart", metavar="FILE.svg", help="SVG of the --unit's timeline")
@@ -191,6 +198,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 TIMELINE_ONLY = {"known_at": "--known-at", "lookback": "--lookback",
                  "from_beginning": "--from-beginning", "window": "--window", "start": "--start",
                  "end": "--end", "every": "--every", "check_core": "--check-core",
+                 "jobs": "--jobs",
                  "format": "--format", "output": "--output/-o", "chart": "--chart",
                  "peer_chart": "--peer-chart", "day": "--day", "peer_group": "--peer-group"}
 VERIFY_ONLY = {"report": "--report", "scores_topic": "--scores-topic",
@@ -270,18 +278,38 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
         group = args.peer_group or ctx.catalog.by_id[args.unit[0]].peer_group
         if group not in ctx.catalog.peer_groups:
             raise BandoError(f"no peer group {group!r} in the catalog")
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise BandoError("--jobs must be at least 1")
+    if jobs > 1 and not args.events:
+        raise BandoError("--jobs splits the replay of an --events file (an archive or Kafka "
+                         "is read by one process)")
+    if jobs > 1 and (args.chart or args.peer_chart):
+        raise BandoError("--chart and --peer-chart need the whole history in one process: "
+                         "leave out --jobs")
     spec = TimelineSpec(window=window, start=parse_time(args.start, tz),
                         end=parse_time(args.end, tz, end=True), units=tuple(args.unit),
                         every=args.every or "change", check_core=args.check_core)
-    history, stats = ctx.history(spec.read_since_us(tz))
-    park(history)  # not freed at exit (bando.cli.park)
+    history = None
+    if jobs > 1:
+        from audit.sources import FileSource
+        from audit.split import SplitReplay
+
+        assert isinstance(ctx.source, FileSource)  # --events
+        split = SplitReplay(ctx.source, ctx.catalog, ctx.model, spec, ctx.max_bytes, jobs)
+        stats = ctx.log_ingest(split.ingest())
+        produced = split.rows()
+    else:
+        history, stats = ctx.history(spec.read_since_us(tz))
+        park(history)  # not freed at exit (bando.cli.park)
+        produced = timeline(history, ctx.catalog, ctx.model, spec)
     started = clock.perf_counter()
     rows: list[dict[str, Any]] = []
     with paused_gc():
         # a year's timeline runs for minutes: say where it is now and then (wall time here
         # only paces the log; the rows are event time)
         due = started + PROGRESS_SECONDS
-        for row in timeline(history, ctx.catalog, ctx.model, spec):
+        for row in produced:
             rows.append(row)
             if not len(rows) & 255 and clock.perf_counter() >= due:
                 log.info("timeline: %d rows, up to %s", len(rows), row["at"])
@@ -308,7 +336,7 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
     if args.chart:
         _unit_chart(ctx, args, rows, history)
     if args.peer_chart:  # its options were checked before the replay
-        assert day_end is not None and group is not None
+        assert day_end is not None and group is not None and history is not None
         scores, at = peer_scores(history, ctx.catalog, ctx.model, group, window, day_end)
         from audit.charts import peer_chart
 

@@ -11,6 +11,8 @@ Stages (wall and CPU seconds, peak RSS of the process, events/s of CPU):
   decode   the ceiling, in this process: read each line and ``orjson.loads`` it
   score    ``bando score --window month`` at the last event's day (load + score + JSON out)
   day      ``bando replay --every day --window month``: every unit at each day's end (CSV)
+  day2     ``day`` with ``--jobs 2``: the units split between two processes (peak RSS: the
+           largest process; ``tree MB``: all of them together, sampled each half second)
   change   ``bando replay --every change --window month --unit UNIT`` (its peer group scored
            at every instant of any peer)
 The file is written by ``bando simulate file`` (``offline_throughput.simulate``) into
@@ -24,6 +26,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,19 +37,42 @@ sys.path.insert(0, str(ROOT))
 from offline_throughput import decode_only, simulate  # noqa: E402 - this folder
 from report import emit  # noqa: E402
 
-STAGES = ("decode", "score", "day", "change")
+STAGES = ("decode", "score", "day", "day2", "change")
+
+
+def tree_rss_kb(pid: int) -> int:
+    """The resident memory of a process and its descendants (0 once it is gone)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            total += next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            total += sum(tree_rss_kb(int(c)) for c in fh.read().split())
+    except (OSError, ValueError):
+        pass
+    return total
 
 
 def run(cmd: list[str]) -> dict[str, Any]:
-    """One command to completion: its own wall, CPU and peak RSS (``wait4``'s usage)."""
+    """One command to completion: its own wall, CPU and peak RSS (``wait4``'s usage: the
+    largest of its processes), and the peak of all its processes together (sampled)."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.returncode is None:
+            peak[0] = max(peak[0], tree_rss_kb(proc.pid))
+            time.sleep(0.5)
+
+    threading.Thread(target=sample, daemon=True).start()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} exited with {proc.returncode}")
     return {"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "command": " ".join(["bando", *cmd[3:]])}
+            "peak_rss_mb": usage.ru_maxrss / 1024, "peak_tree_mb": peak[0] / 1024,
+            "command": " ".join(["bando", *cmd[3:]])}
 
 
 def last_day(path: Path) -> str:
@@ -80,6 +106,8 @@ def main() -> int:
         "score": [*py, "score", "--events", str(path), "--as-of", as_of, "--window", "month"],
         "day": [*py, "replay", "--events", str(path), "--window", "month", "--every", "day",
                 "--format", "csv"],
+        "day2": [*py, "replay", "--events", str(path), "--window", "month", "--every", "day",
+                 "--format", "csv", "--jobs", "2"],
         "change": [*py, "replay", "--events", str(path), "--window", "month", "--unit",
                    args.unit, "--format", "csv"],
     }
@@ -101,7 +129,7 @@ def main() -> int:
     rows["events"] = n
     print(f"\n{path}: {n:,} events, {rows['bytes'] / 1e9:.1f} GB")
     print(f"  {'stage':7} {'wall s':>8} {'CPU s':>8} {'events/s CPU':>13} {'/ decode':>9} "
-          f"{'peak RSS MB':>12}")
+          f"{'peak RSS MB':>12} {'tree MB':>8}")
     decode_rate = n / rows["decode"]["cpu_s"] if "decode" in rows else None
     for stage in STAGES:
         if stage in rows:
@@ -111,7 +139,7 @@ def main() -> int:
                 r["ratio_to_decode"] = r["events_per_s"] / decode_rate
             ratio = f"{r['ratio_to_decode']:.2f}" if "ratio_to_decode" in r else "-"
             print(f"  {stage:7} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['events_per_s']:>13,.0f}"
-                  f" {ratio:>9} {r['peak_rss_mb']:>12,.0f}")
+                  f" {ratio:>9} {r['peak_rss_mb']:>12,.0f} {r.get('peak_tree_mb', 0):>8,.0f}")
     emit([rows], args.json)
     return 0
 

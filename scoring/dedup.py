@@ -54,10 +54,19 @@ class FirstSeen:
 
     ``bando.fastload`` runs this probe and insertion inline, on ``_slots`` and ``_room``
     (tests/scoring/test_fused_load.py checks it against ``Deduper``): change them together.
+
+    *Unchecked* copies (``foreign``): a load split between processes (``audit.split``) puts
+    the ids of the lines another process checks into the table unchecked, their token stored
+    as ``-1 - token``. Such a copy is validated only when its id comes again
+    (``checked_at(token)``: its body if the line there is a valid event, else None); an
+    invalid one counts as absent, as it would in the process that checks it. So the table
+    always holds, per id, a copy that every earlier copy of the id is invalid before.
     """
 
-    def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16):
+    def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16,
+                 checked_at: Callable[[int], dict[str, Any] | None] | None = None):
         self.body_at = body_at
+        self.checked_at = checked_at
         self._reset(max(16, 2 * expected + 1), 0)
 
     @property
@@ -77,25 +86,50 @@ class FirstSeen:
 
     def check(self, event: Event, token: int) -> str:
         """Classify and remember a first sighting."""
-        event_id = event.event_id
+        return self._probe(event.event_id, token, event)
+
+    def foreign(self, event_id: str, token: int) -> None:
+        """Remember, unchecked, the copy of ``event_id`` at ``token`` unless an earlier valid
+        (or unchecked) copy is there: a line another process validates and counts."""
+        self._probe(event_id, -1 - token, None)
+
+    def _probe(self, event_id: str, token: int, event: Event | None) -> str:
         tag = _hash(event_id) | 1
         slots = self._slots
         end = len(slots)
         j = tag % end  # the tag's place in ``slots``; the token's is j - 1
+        free = 0  # a slot whose unchecked copy proved invalid: taken if the id is not found
         while (other := slots[j]) != 0:
             if other == tag:
-                first = self.body_at(slots[j - 1])
-                if first["event_id"] == event_id:
-                    return classify(body_digest(first), event.digest)
+                first = self._first(j)
+                if first is None:
+                    free = free or j
+                elif first["event_id"] == event_id:
+                    return NEW if event is None else classify(body_digest(first), event.digest)
             j += 2
             if j > end:
                 j = 1
+        if free:
+            slots[free - 1] = token
+            return NEW
         slots[j] = tag
         slots[j - 1] = token
         self._room -= 1
         if not self._room:
             self._grow()
         return NEW
+
+    def _first(self, j: int) -> dict[str, Any] | None:
+        """The body of slot ``j``'s copy, checked first if it was not (None: invalid)."""
+        token = self._slots[j - 1]
+        if token >= 0:
+            return self.body_at(token)
+        if self.checked_at is None:
+            raise ValueError("an unchecked copy in a table without checked_at")
+        body = self.checked_at(-1 - token)
+        if body is not None:
+            self._slots[j - 1] = -1 - token  # checked: not validated again
+        return body
 
     def _grow(self) -> None:
         old = self._slots

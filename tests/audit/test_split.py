@@ -1,0 +1,238 @@
+"""``bando replay --jobs N`` (``audit.split``): the units split between processes give the
+one-process replay's rows and statistics exactly.
+
+The ingest part is checked without forking, worker by worker, on random files
+(``stream_samples.streams``: bad lines, repeats and conflicting repeats of ids shared by
+units of different workers, unknown units, blank and too large lines), with random unit
+assignments and once more with every id hashing alike: the workers' summed statistics, their
+states together, and the first and last instants equal ``load_history``'s. The command runs on
+the worked example and on a simulated file, byte for byte against ``--jobs 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stream_samples import LIMIT, growing_lines, streams
+
+import audit.split
+import scoring.dedup
+from audit.exceptions import AuditError
+from audit.ingest import Acceptor, load_history
+from audit.replay import TimelineSpec, timeline
+from audit.sources import FileSource
+from audit.split import SplitReplay, assign, load_part
+from bando.cli import main
+from scoring.catalog import Catalog
+from scoring.model import Model
+
+PROPS = settings(max_examples=250, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                        HealthCheck.function_scoped_fixture])
+UNITS = Catalog.from_list([{"unit_id": u, "name": u, "peer_group": "g"} for u in ("u1", "u2")])
+
+
+def _stats(acceptor: Acceptor) -> dict[str, Any]:
+    stats = acceptor.stats.to_dict()
+    del stats["seconds"], stats["records_per_s"]
+    return stats
+
+
+def _states(states: dict[str, Any]) -> dict[str, Any]:
+    return {u: ([(k, d.to_dict()) for k, d in s.dossiers.items()],
+                [(k, p.to_dict()) for k, p in s.petitions.items()],
+                [(k, p) for k, p in s.publications.items()]) for u, s in states.items()}
+
+
+def _agree(path: Path, lines: list[bytes], assignment: dict[str, int], jobs: int) -> None:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    source = FileSource(path)
+    reference = Acceptor(UNITS, LIMIT)
+    history = load_history(source, source.topic, reference)
+    want = (_stats(reference), history.first_ts, history.last_ts, _states(history.states))
+    total: dict[str, Any] = {"records": 0, "accepted": 0, "duplicates": 0, "rejected": {}}
+    states: dict[str, Any] = {}
+    firsts, lasts = [], []
+    for k in range(jobs):
+        acceptor = Acceptor(UNITS, LIMIT)
+        part = load_part(source, acceptor, assignment, k)
+        st_ = _stats(acceptor)
+        for name in ("records", "accepted", "duplicates"):
+            total[name] += st_[name]
+        for code, n in st_["rejected"].items():
+            total["rejected"][code] = total["rejected"].get(code, 0) + n
+        assert not set(states) & set(part.states), "a unit folded by two workers"
+        states.update(part.states)
+        firsts += [part.first_ts] if part.first_ts is not None else []
+        lasts += [part.last_ts] if part.last_ts is not None else []
+    got_stats = {**want[0], **total, "rejected": dict(sorted(total["rejected"].items()))}
+    assert got_stats == want[0]
+    assert (min(firsts, default=None), max(lasts, default=None)) == want[1:3]
+    # each unit's facts in the same order as in one process
+    assert _states(states) == want[3]
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[list[bytes], dict[str, int], int]:
+    jobs = draw(st.sampled_from([2, 2, 3]))
+    assignment = {u: draw(st.integers(0, jobs - 1)) for u in ("u1", "u2")}
+    return draw(streams()), assignment, jobs
+
+
+@PROPS
+@given(cases())
+def test_the_workers_together_ingest_what_one_process_does(tmp_path: Path, case: Any) -> None:
+    _agree(tmp_path / "events.jsonl", *case)
+
+
+@PROPS
+@given(cases())
+def test_the_workers_agree_when_every_id_collides(tmp_path: Path, case: Any) -> None:
+    mp = pytest.MonkeyPatch()
+    mp.setattr(scoring.dedup, "_hash", lambda _: 12345)
+    try:
+        _agree(tmp_path / "events.jsonl", *case)
+    finally:
+        mp.undo()
+
+
+def test_an_invalid_first_copy_of_another_workers_line_does_not_hide_a_valid_one(
+        tmp_path: Path) -> None:
+    """Worker 1 puts u1's lines in its table unchecked. The first copy of e1 there is invalid
+    (no dossier id), so u2's e1 is new, as in one process; u2's e2 repeats u1's valid e2 with
+    another body, a conflicting repeat that worker 1 counts."""
+    lines = [
+        orjson.dumps({"event_id": "e1", "type": "dossier.synced", "unit_id": "u1",
+                      "occurred_at": "2024-04-01T08:00:00+07:00"}),
+        orjson.dumps({"event_id": "e2", "type": "dossier.synced", "unit_id": "u1",
+                      "dossier_id": "d1", "occurred_at": "2024-04-01T08:00:00+07:00"}),
+        orjson.dumps({"event_id": "e1", "type": "dossier.synced", "unit_id": "u2",
+                      "dossier_id": "d9", "occurred_at": "2024-04-01T09:00:00+07:00"}),
+        orjson.dumps({"event_id": "e2", "type": "dossier.synced", "unit_id": "u2",
+                      "dossier_id": "d9", "occurred_at": "2024-04-01T09:00:00+07:00"}),
+    ]
+    _agree(tmp_path / "events.jsonl", lines, {"u1": 0, "u2": 1}, 2)
+    acceptor = Acceptor(UNITS, LIMIT)
+    part = load_part(FileSource(tmp_path / "events.jsonl"), acceptor, {"u1": 0, "u2": 1}, 1)
+    assert acceptor.stats.accepted == 1 and acceptor.stats.rejected == {
+        "conflicting_duplicate": 1}
+    assert list(part.states["u2"].dossiers) == ["d9"]
+
+
+def test_the_table_grows_with_unchecked_ids(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit.split, "TYPICAL_LINE", 1 << 40)
+    lines = [line.replace(b'"u1"', b'"u2"') if i % 3 == 0 else line
+             for i, line in enumerate(growing_lines())]
+    _agree(tmp_path / "events.jsonl", lines, {"u1": 0, "u2": 1}, 2)
+
+
+def test_units_are_dealt_out_by_their_share_of_the_first_lines(tmp_path: Path) -> None:
+    catalog = Catalog.from_list([{"unit_id": u, "name": u, "peer_group": "g"}
+                                 for u in ("big", "mid", "small", "none")])
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"unit_id": u}, option=orjson.OPT_APPEND_NEWLINE)
+                              for u in ["big"] * 6 + ["mid"] * 4 + ["small"] * 2))
+    got = assign(str(path), catalog, 2)
+    assert got["big"] != got["mid"] and got["mid"] == got["small"]
+    assert set(got) == {"big", "mid", "small", "none"}
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def _replay(tmp_path: Path, name: str, *args: str) -> bytes:
+    out = tmp_path / name
+    assert main(["replay", *args, "-o", str(out)]) == 0
+    return out.read_bytes()
+
+
+def _without_timing(doc: bytes) -> dict[str, Any]:
+    d = orjson.loads(doc)
+    for key in ("timeline_seconds", "events_per_s"):
+        d.pop(key)
+    for key in ("seconds", "records_per_s"):
+        d["ingest"].pop(key)
+    return d
+
+
+@pytest.mark.parametrize("every", [["--every", "day"], [], ["--unit", "quan-01"]])
+def test_the_example_replays_the_same_on_two_processes(
+        tmp_path: Path, example_dir: Path, every: list[str]) -> None:
+    args = ["--events", str(example_dir / "events.jsonl"), "--units",
+            str(example_dir / "catalog.json"), "--window", "month", *every]
+    one = _replay(tmp_path, "one.json", *args)
+    two = _replay(tmp_path, "two.json", *args, "--jobs", "2")
+    assert _without_timing(two) == _without_timing(one)
+    assert len(orjson.loads(one)["rows"]) > 10
+    csv1 = _replay(tmp_path, "one.csv", *args, "--format", "csv")
+    assert _replay(tmp_path, "three.csv", *args, "--format", "csv", "--jobs", "3") == csv1
+
+
+def test_a_simulated_city_replays_the_same_on_two_processes(tmp_path: Path) -> None:
+    """The bundled city (many units, peer groups of several sizes), a simulated month."""
+    path = tmp_path / "sim.jsonl"
+    assert main(["simulate", "file", "--out", str(path), "--start", "2024-03-20", "--end",
+                 "2024-04-10", "--scale", "0.05", "--bad-rate", "0.01", "--dup-rate",
+                 "0.02"]) == 0
+    args = ["--events", str(path), "--every", "day", "--format", "csv"]
+    one = _replay(tmp_path, "one.csv", *args)
+    assert one.count(b"\n") > 100
+    assert _replay(tmp_path, "two.csv", *args, "--jobs", "2") == one
+
+
+def test_bad_requests_are_refused_before_reading(tmp_path: Path, example_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    events = ["--events", str(example_dir / "events.jsonl"), "--units",
+              str(example_dir / "catalog.json")]
+    for args, text in [([*events, "--jobs", "0"], "at least 1"),
+                       (["--archive", str(tmp_path), "--jobs", "2"], "an --events file"),
+                       ([*events, "--jobs", "2", "--unit", "quan-01", "--chart",
+                         str(tmp_path / "c.svg")], "need the whole history"),
+                       ([*events, "--jobs", "2", "--verify"], "--jobs cannot be used")]:
+        assert main(["replay", *args]) == 2
+        assert text in capsys.readouterr().err
+
+
+def test_a_request_the_history_refuses_stops_the_workers(
+        tmp_path: Path, example_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The window starts after the last event: refused once the ingest is done, in the
+    parent, and the workers waiting for the range end with it."""
+    args = ["replay", "--events", str(example_dir / "events.jsonl"), "--units",
+            str(example_dir / "catalog.json"), "--window", "month:2031-01", "--jobs", "2",
+            "-o", str(tmp_path / "out.json")]
+    assert main(args) == 2
+    assert "starts after the last event" in capsys.readouterr().err
+
+
+def test_a_failing_worker_fails_the_replay(tmp_path: Path, example_dir: Path,
+                                           example_catalog: Catalog, model: Model,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("the timeline broke")
+
+    monkeypatch.setattr(audit.split, "steps", broken)  # the forked workers inherit it
+    split = SplitReplay(FileSource(example_dir / "events.jsonl"), example_catalog, model,
+                        TimelineSpec(every="day"), LIMIT, 2)
+    stats = split.ingest()
+    assert stats.records > 0
+    with pytest.raises(AuditError, match="the timeline broke"):
+        list(split.rows())
+    for proc in split.procs:
+        assert not proc.is_alive()
+
+
+def test_the_rows_equal_the_timeline_in_process(example_dir: Path, example_catalog: Catalog,
+                                                model: Model) -> None:
+    source = FileSource(example_dir / "events.jsonl")
+    spec = TimelineSpec(window="year", every="change")
+    split = SplitReplay(source, example_catalog, model, spec, LIMIT, 2)
+    split.ingest()
+    got = list(split.rows())
+    history = load_history(source, source.topic, Acceptor(example_catalog, LIMIT))
+    assert got == list(timeline(history, example_catalog, model, spec))
