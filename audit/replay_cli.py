@@ -284,6 +284,8 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
     if jobs > 1 and not args.events:
         raise BandoError("--jobs splits the replay of an --events file (an archive or Kafka "
                          "is read by one process)")
+    if jobs > 1 and ctx.dlq_topic and ctx.source.has_topic(ctx.dlq_topic):
+        raise BandoError("--jobs reads no dead-letter topic: leave it out")
     if jobs > 1 and (args.chart or args.peer_chart):
         raise BandoError("--chart and --peer-chart need the whole history in one process: "
                          "leave out --jobs")

@@ -194,7 +194,9 @@ def test_bad_requests_are_refused_before_reading(tmp_path: Path, example_dir: Pa
                        (["--archive", str(tmp_path), "--jobs", "2"], "an --events file"),
                        ([*events, "--jobs", "2", "--unit", "quan-01", "--chart",
                          str(tmp_path / "c.svg")], "need the whole history"),
-                       ([*events, "--jobs", "2", "--verify"], "--jobs cannot be used")]:
+                       ([*events, "--jobs", "2", "--verify"], "--jobs cannot be used"),
+                       ([*events, "--jobs", "2", "--topic", "ev", "--dlq-topic", "ev"],
+                        "reads no dead-letter topic")]:
         assert main(["replay", *args]) == 2
         assert text in capsys.readouterr().err
 
