@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -281,6 +282,9 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
     jobs = 1 if args.jobs is None else args.jobs
     if jobs < 1:
         raise BandoError("--jobs must be at least 1")
+    if jobs > (os.cpu_count() or 1):
+        log.warning("--jobs %d on %d cores: the processes take turns, and each holds a table "
+                    "of every id", jobs, os.cpu_count() or 1)
     if jobs > 1 and not args.events:
         raise BandoError("--jobs splits the replay of an --events file (an archive or Kafka "
                          "is read by one process)")

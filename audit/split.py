@@ -2,8 +2,8 @@
 them (issue 7: the year's replay on both cores of the machine).
 
 Each worker, forked before anything is read, reads and decodes every line. The lines of its
-own units (worker 0 also takes every line of no catalog unit, and every line it cannot
-decode) go through ``audit.fastingest``'s checks and fused fold as in one process. A line of
+own units (worker 0 also takes every line of no catalog unit, and every line that is not
+JSON) go through ``audit.fastingest``'s checks and fused fold as in one process. A line of
 another worker's unit only puts its id into this worker's de-duplication table, unchecked
 (``FirstSeen.foreign``): it is validated if, and only if, its id comes again. So a worker's
 verdict on each of its own lines is the one-process verdict, and its statistics are those of
@@ -20,9 +20,11 @@ worker holds its units' facts and an entry for every id of the file (16-32 bytes
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE = 200_000  # lines read to weigh the units
 CHUNK = 64  # timeline steps per message to the parent
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def assign(path: str, catalog: Catalog, jobs: int, sample: int = SAMPLE) -> dict[str, int]:
@@ -74,8 +77,9 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: dict[str, int]
               ) -> History:
     """``audit.fastingest.load_file`` (no DLQ) for worker ``k``: its own lines checked and
     folded, the others' ids put into the table unchecked. A line's owner: the worker of its
-    ``unit_id`` if that is a catalog unit's, else worker 0 (no unit, not an object, not JSON,
-    too large), decided from the line alone so that every worker agrees."""
+    ``unit_id`` if that is a catalog unit's, else worker 0 (no unit, not an object, not JSON
+    even stripped), decided from the line alone so that every worker agrees (a line too
+    large, or JSON only once stripped, is decoded stripped to find it)."""
     if acceptor.dlq:
         raise AuditError("a split replay reads a file, which has no dead-letter topic")
     limit = acceptor.validator.max_bytes
@@ -100,7 +104,7 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: dict[str, int]
         functions, slow, foreign = tables.fused.functions, tables.slow, tables.fused.foreign
         get = assignment.get
 
-        def mine(raw: bytes) -> bool:
+        def mine(raw: bytes, start: int) -> bool:
             """Whether a line the fast test left undecided (not JSON until stripped, not an
             object, too large) is this worker's; if not, its id goes into the table."""
             try:
@@ -142,14 +146,20 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: dict[str, int]
                             folded += 1
                             continue
             raw = line.strip()
-            if raw and (decided or mine(raw)):
+            if raw and (decided or mine(raw, start)):
                 slow(event, raw, f"{source.topic}[0]@{offset}", start)  # type: ignore[arg-type]
         return tables.history(accepted=folded + tables.new)
 
 
 def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpec,
-            max_bytes: int, assignment: dict[str, int], conn: Connection) -> None:
+            max_bytes: int, assignment: dict[str, int], conn: Connection,
+            inherited: list[Connection], parent_pid: int) -> None:
     """One worker's life, in the forked child: ingest, bounds, steps; then exit at once."""
+    # The parent's ends of the pipes made so far came with the fork: while this process holds
+    # its own pipe's other end, it never sees the parent close it (it would wait forever)
+    for other in inherited:
+        other.close()
+    _die_with(parent_pid)
     code = 0
     try:
         acceptor = Acceptor(catalog, max_bytes)
@@ -179,6 +189,17 @@ def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpe
         os._exit(code)  # freeing millions of objects takes seconds; nothing else to do here
 
 
+def _die_with(parent_pid: int) -> None:
+    """Be killed when the parent dies (a worker may hold 10 GB): ``PR_SET_PDEATHSIG``."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's close() still ends it
+        return
+    if os.getppid() != parent_pid:  # it died before the call
+        os._exit(1)
+
+
 class SplitReplay:
     """The parent's side: ``stats`` and ``first_ts``/``last_ts`` once ``ingest`` returned,
     then ``rows()`` (the timeline's rows, as ``audit.replay.timeline`` makes them)."""
@@ -187,6 +208,7 @@ class SplitReplay:
                  max_bytes: int, jobs: int):
         self.catalog, self.model, self.spec = catalog, model, spec
         started = time.perf_counter()
+        jobs = max(1, min(jobs, len(catalog.by_id)))  # a worker without units: a wasted read
         self.assignment = assign(str(source.path), catalog, jobs)
         ctx = mp.get_context("fork")
         self.conns: list[Connection] = []
@@ -194,7 +216,8 @@ class SplitReplay:
         for k in range(jobs):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, daemon=True, args=(
-                k, str(source.path), catalog, model, spec, max_bytes, self.assignment, child))
+                k, str(source.path), catalog, model, spec, max_bytes, self.assignment, child,
+                [*self.conns, parent], os.getpid()))
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -238,17 +261,15 @@ class SplitReplay:
         workers)."""
         try:
             p = plan(self.first_ts, self.last_ts, self.catalog, self.model, self.spec)
-        except AuditError:
-            self.close()
-            raise
-        for conn in self.conns:
-            conn.send((self.first_ts, self.last_ts))
-        if p is not None:
-            yield from rows(p, self.model.timezone, self._merged())
-        else:
             for conn in self.conns:
-                self._recv(conn)  # the end of no steps
-        self.close()
+                conn.send((self.first_ts, self.last_ts))
+            if p is not None:
+                yield from rows(p, self.model.timezone, self._merged())
+            else:
+                for conn in self.conns:
+                    self._recv(conn)  # the end of no steps
+        finally:  # also when the caller stops reading early
+            self.close()
 
     def _merged(self) -> Iterator[tuple[int, Snapshot]]:
         """The workers' steps in time order, those of one instant as one snapshot."""
@@ -271,9 +292,11 @@ class SplitReplay:
             yield t, changed
 
     def close(self) -> None:
+        """End the workers: each sees its pipe closed and exits (killed if it does not)."""
         for conn in self.conns:
             conn.close()
         for proc in self.procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
+                proc.join()

@@ -59,8 +59,10 @@ class FirstSeen:
     the ids of the lines another process checks into the table unchecked, their token stored
     as ``-1 - token``. Such a copy is validated only when its id comes again
     (``checked_at(token)``: its body if the line there is a valid event, else None); an
-    invalid one counts as absent, as it would in the process that checks it. So the table
-    always holds, per id, a copy that every earlier copy of the id is invalid before.
+    invalid one counts as absent, as it would in the process that checks it, and its slot is
+    taken by the next new copy. So per id the table holds at most one entry not known to be
+    invalid: the id's earliest such copy. ``count`` then includes unchecked and invalid
+    entries (a split load counts its accepted lines itself).
     """
 
     def __init__(self, body_at: Callable[[int], dict[str, Any]], expected: int = 1 << 16,

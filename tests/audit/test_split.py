@@ -11,6 +11,9 @@ the worked example and on a simulated file, byte for byte against ``--jobs 1``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -204,12 +207,63 @@ def test_bad_requests_are_refused_before_reading(tmp_path: Path, example_dir: Pa
 def test_a_request_the_history_refuses_stops_the_workers(
         tmp_path: Path, example_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The window starts after the last event: refused once the ingest is done, in the
-    parent, and the workers waiting for the range end with it."""
+    parent, and the workers waiting for the range end with it at once (before the review of
+    session 11 each held its own pipe's other end, never saw it closed and was killed after
+    5 s)."""
     args = ["replay", "--events", str(example_dir / "events.jsonl"), "--units",
             str(example_dir / "catalog.json"), "--window", "month:2031-01", "--jobs", "2",
             "-o", str(tmp_path / "out.json")]
+    started = time.perf_counter()
     assert main(args) == 2
+    assert time.perf_counter() - started < 4
     assert "starts after the last event" in capsys.readouterr().err
+
+
+ORPHAN = """
+import sys, time
+import audit.split
+from audit.sources import FileSource
+from audit.replay import TimelineSpec
+from scoring.catalog import load_catalog
+from scoring.model import load_model
+if sys.argv[3] == "busy":  # the workers read no pipe for a minute, as in a year's ingest
+    audit.split.load_part = lambda *_: time.sleep(60)
+split = audit.split.SplitReplay(FileSource(sys.argv[1]), load_catalog(sys.argv[2]),
+                                load_model(), TimelineSpec(every="day"), 4096, 2)
+if sys.argv[3] == "waiting":
+    split.ingest()
+print(" ".join(str(p.pid) for p in split.procs), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("stage", ["busy", "waiting"])
+def test_workers_die_with_their_parent(example_dir: Path, stage: str) -> None:
+    """A parent killed (the OOM killer, a timeout) leaves no worker holding its memory,
+    whether the workers are busy (killed with it: ``PR_SET_PDEATHSIG``) or waiting for it
+    (their pipe closes)."""
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN, str(example_dir / "events.jsonl"),
+                             str(example_dir / "catalog.json"), stage],
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_failing_worker_fails_the_replay(tmp_path: Path, example_dir: Path,
