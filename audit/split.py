@@ -181,7 +181,9 @@ def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpe
         conn.send([])  # the end of the steps
     except BaseException as exc:  # noqa: BLE001 - whatever it is, the parent must hear it
         code = 1
-        text = str(exc) if isinstance(exc, AuditError) else traceback.format_exc()
+        # an AuditError (a --check-core mismatch) reads as it would from one process
+        text = str(exc) if isinstance(exc, AuditError) else \
+            f"a replay worker failed: {traceback.format_exc()}"
         with contextlib.suppress(OSError):
             conn.send(("error", text))
     finally:
@@ -235,7 +237,7 @@ class SplitReplay:
             raise AuditError("a replay worker died (out of memory?)") from None
         if type(got) is tuple and got and got[0] == "error":
             self.close()
-            raise AuditError(f"a replay worker failed: {got[1]}")
+            raise AuditError(got[1])
         return got
 
     def ingest(self) -> IngestStats:
