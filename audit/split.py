@@ -12,9 +12,9 @@ units (``audit.replay.steps``) and streams them to the parent, which ranks the m
 snapshots (``audit.replay.rows``): the rows are the one-process rows, byte for byte
 (``tests/audit/test_split.py``).
 
-Which worker owns a line depends on its decoded body only (``owner``), so every worker
-agrees. Units are dealt out by their share of the file's first lines (``assign``). Memory: a
-worker holds its units' facts and an entry for every id of the file (16-32 bytes each).
+Which worker owns a line depends on the line alone (``load_part``), so every worker agrees.
+Units are dealt out by their share of the file's first lines (``assign``). Memory: a worker
+holds its units' facts and an entry for every id of the file (16-32 bytes each).
 """
 
 from __future__ import annotations
