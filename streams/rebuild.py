@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from scoring.events import Event
 from scoring.facts import Dossier, Petition, Publication, UnitState
 from scoring.running import UnitCounts
 from scoring.timeutil import WindowError, window_of
@@ -106,6 +107,20 @@ def begin_batch(store: Store, positions: Iterable[tuple[int, int]], held: dict[i
         reach[p] = max(offset, reach.get(p, -1))
     for p, offset in reach.items():
         store.put("facts", p, begin_key(p), max(offset, held.get(p, -1)))
+
+
+def absent_dossiers(states: dict[str, UnitState], checked: Iterable[Any]) -> list[str]:
+    """The facts keys of a batch's dossiers that are not in memory (settled or new): what a
+    disk store reads ahead in one call. ``checked``: the batch's events, or the rejections."""
+    keys = []
+    for e in checked:
+        if not isinstance(e, Event) or not e.type.startswith("dossier."):
+            continue
+        state = states.get(e.unit_id or "")
+        ident = e.body["dossier_id"]
+        if state is None or ident not in state.dossiers:
+            keys.append(SEP.join((e.unit_id or "", "d", ident)))
+    return keys
 
 
 def fact_value(state: UnitState, kind: str, ident: str) -> Any:

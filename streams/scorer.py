@@ -42,6 +42,7 @@ from streams.rebuild import (
     LIVE_WINDOWS,
     SEP,
     Rebuilt,
+    absent_dossiers,
     begin_batch,
     fact_value,
     mark_key,
@@ -118,7 +119,7 @@ class ScorerCore:
             # a disk store reads the batch's ids in one call per database (``Prefetching``)
             prefetch("seen", [e.event_id for e in checked if not isinstance(e, EventRejected)])
             if self._settle_tz is not None:
-                prefetch("facts", self._absent_dossiers(checked))
+                prefetch("facts", absent_dossiers(self.states, checked))
         held, orphans = self._rebuilt.held, self._rebuilt.orphans
         begin_batch(self.store, [(m.partition, m.offset) for m in batch], held)
         for msg, event in zip(batch, checked, strict=True):
@@ -237,18 +238,6 @@ class ScorerCore:
 
     def dossiers_in_memory(self) -> int:
         return sum(len(state.dossiers) for state in self.states.values())
-
-    def _absent_dossiers(self, checked: list[Event | EventRejected]) -> list[str]:
-        """The facts keys of the batch's dossiers that are not in memory (settled or new)."""
-        keys = []
-        for e in checked:
-            if isinstance(e, EventRejected) or not e.type.startswith("dossier."):
-                continue
-            state = self.states.get(e.unit_id or "")
-            ident = e.body["dossier_id"]
-            if state is None or ident not in state.dossiers:
-                keys.append(SEP.join((e.unit_id or "", "d", ident)))
-        return keys
 
     def _bring_back(self, unit_id: str, state: UnitState, ident: str) -> None:
         """A dossier that is not in memory: new, or settled (its facts in the store)."""
