@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SEP = "\x1f"  # fact keys: unit_id SEP kind SEP id; ids cannot hold control characters in practice
+SEP = "\x1f"  # fact keys: unit_id SEP kind SEP id (kind: d, p, pub or MOVED, whose id is "");
+# ids cannot hold control characters in practice
 _TABLES = {"d": "dossiers", "p": "petitions", "pub": "publications"}
 MOVED = "moved"  # a unit's moved receipts (``moved_key``), beside its records' kinds
 LIVE_WINDOWS = ("month", "year")  # the windows a flush scores, at its partition's time
@@ -62,25 +63,30 @@ def mark_key(partition: int) -> str:
 
 
 def moved_key(unit_id: str) -> str:
-    """The key of a unit's *moved* record in the facts table: the months that an earlier
-    ``received`` took a record out of (``note_moved``)."""
+    """The key of a unit's *moved* record in the facts table: a time in each month that an
+    earlier ``received`` took a record out of (``note_moved``)."""
     return SEP.join((unit_id, MOVED, ""))
 
 
-def note_moved(moved: dict[str, list[int]], unit_id: str, received: int, t: int, tz: str
-               ) -> list[int]:
-    """Add the month of ``received`` (the time a receipt moved a record away from) to the
-    unit's *moved* record and return it, less the months before the live windows of ``t``
-    (no flush scores them again). A rebuild reads it like a withdrawal's receipt time: the
-    window that record left may have lost its score, which the worker sent or not before
-    the restart (``ScorerCore._may_have_lost``). The batch's facts already hold the new
-    receipt only, so without it a restart after the commit left the old score on the board.
-    Windows are whole months, so one time per month says the same as all of them."""
+def note_moved(store: Store, partition: int, moved: dict[str, list[int]], unit_id: str,
+               received: int, t: int, tz: str) -> None:
+    """Keep ``received`` (the time a receipt moved a record away from) in the unit's *moved*
+    record, written to ``store`` if it changed: one time per month (windows are whole months,
+    so one says the same as all of them), none before the live windows of ``t`` (no flush
+    scores them again). A rebuild reads it like a withdrawal's receipt time: the window that
+    record left may have lost its score, which the worker sent or not before the restart
+    (``ScorerCore._may_have_lost``). The batch's facts already hold the new receipt only, so
+    without it a restart after the commit left the old score on the board. Times, not month
+    starts: a rebuild under another time zone still finds the windows they fall in."""
     live = min(window_of(kind, t, tz).start_us for kind in LIVE_WINDOWS)
-    month = _month_of(received, tz)
-    kept = sorted({m for m in moved.get(unit_id, ()) if m >= live} | {month})
-    moved[unit_id] = kept
-    return kept
+    before = moved.get(unit_id, [])
+    kept = {_month_of(r, tz): r for r in before if r >= live}
+    if received >= live:
+        kept.setdefault(_month_of(received, tz), received)
+    now = sorted(kept.values())
+    if now != before:
+        moved[unit_id] = now
+        store.put("facts", partition, moved_key(unit_id), now)
 
 
 def _month_of(us: int, tz: str) -> int:

@@ -46,7 +46,6 @@ from streams.rebuild import (
     begin_batch,
     fact_value,
     mark_key,
-    moved_key,
     note_moved,
     rebuild,
 )
@@ -54,7 +53,6 @@ from streams.records import Message, Outcome, Store, score_message
 from streams.risk import RiskWatch
 
 log = logging.getLogger(__name__)
-
 
 
 class ScorerCore:
@@ -175,8 +173,8 @@ class ScorerCore:
             if left is not None:
                 self._withdrawn.setdefault(unit_id, []).append(left)
                 if event.type in RECEIPTS:  # a withdrawal stays in its dossier's record
-                    self.store.put("facts", p, moved_key(unit_id), note_moved(
-                        self._moved, unit_id, left, self.watermark[p], self.model.timezone))
+                    note_moved(self.store, p, self._moved, unit_id, left, self.watermark[p],
+                               self.model.timezone)
             if key is not None:
                 touched[(unit_id, key[0], key[1])] = p
                 pending = self._touched.get(unit_id)

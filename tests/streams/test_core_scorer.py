@@ -3,6 +3,7 @@ held facts, future timestamps, event-time watermark, reassignment."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -447,6 +448,25 @@ def test_a_receipt_moved_after_the_commit_clears_its_score_after_a_restart(
     third.rebuild({0})
     assert by_window(third.flush(), "u1")["month:2024-05"]["total"] is None
 
+
+
+def test_the_moved_record_holds_times_that_any_time_zone_places(
+    small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
+) -> None:
+    """The moved record keeps the receipt time, not its month's start in the model's zone:
+    rebuilt under UTC (where 1 May 00:00 +07:00 is still April), the emptied May window is
+    still found. Found in review."""
+    scorer = ScorerCore(small_catalog, model, mem_store)
+    scorer.process(feed.batch([ev.received("u1", "r1", at(0), at(600)),
+                               ev.received("u2", "d2", at(5), at(600))]))
+    scorer.flush()
+    earlier = {**ev.received("u1", "r1", "2024-04-20T08:00:00+07:00", at(600)),
+               "event_id": "earlier"}
+    scorer.process([feed.msg(earlier)])
+    utc = dataclasses.replace(model, timezone="UTC")
+    again = ScorerCore(small_catalog, utc, mem_store.recovered())
+    again.rebuild({0})
+    assert by_window(again.flush(), "u1")["month:2024-05"]["total"] is None
 
 def test_a_withdrawal_read_first_after_a_restart_clears_the_score(
     small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
