@@ -163,7 +163,8 @@ def steps(p: Plan, history: History, model: Model, units: Iterable[str] | None =
           ) -> Iterator[tuple[int, Snapshot]]:
     """The snapshots of ``units`` (default: every unit ``p`` evaluates) that may have moved,
     at each instant of the timeline, in time order."""
-    own = p.evaluated if units is None else [u for u in p.evaluated if u in set(units)]
+    chosen = None if units is None else set(units)
+    own = p.evaluated if chosen is None else [u for u in p.evaluated if u in chosen]
     if p.spec.every == "day":
         return _by_day(history, model, own, p.window_at, p.start, p.days)
     return _by_change(history, model, own, p.window_at, p.rolling, p.start, p.end,

@@ -183,7 +183,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(slow; for the suspicious auditor)")
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="replay an --events file on N processes, its units split "
-                             "between them (default 1; 2 on a 2-core machine: ~1.5x as "
+                             "between them (default 1; 2 on a 2-core machine: ~1.4x as "
                              "fast, ~1.2x the memory in all; not with charts)")
     parser.add_argument("--format", choices=("json", "csv"), help="json (default) or csv")
     parser.add_argument("--output", "-o", metavar="FILE", help="default: standard output")

@@ -90,11 +90,9 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: dict[str, int]
         fh.seek(token)
         raw = fh.readline().strip()
         try:
-            validate(raw)
+            return validate(raw).body
         except EventRejected:
             return None
-        body: dict[str, Any] = loads(raw)
-        return body
 
     with (open(source.path, "rb", buffering=READ_BUFFER) as fh, open(source.path, "rb") as again,
           paused_gc()):
@@ -130,7 +128,7 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: dict[str, int]
                     u = body.get("unit_id")
                 except (not_json, AttributeError):
                     pass
-                else:
+                else:  # ``mine``, inline for the common line
                     if (get(u, 0) if type(u) is str else 0) != k:
                         eid = body.get("event_id")
                         if type(eid) is str:  # else not valid: nothing to remember

@@ -91,9 +91,9 @@ class ScorerCore:
         # per unit not flushed since a rebuild or since an earlier receipt moved one of its
         # records: where records left a window (withdrawn dossiers' and moved receipts' times)
         self._withdrawn: dict[str, list[int]] = {}
-        # what a rebuild left to settle as the input is read again (``streams.rebuild``): its
-        # states, running counts and withdrawals are this object's own
         self._moved: dict[str, list[int]] = {}  # unit -> its moved record (streams.rebuild)
+        # what a rebuild left to settle as the input is read again (``streams.rebuild``): its
+        # states, running counts, withdrawals and moved records are this object's own
         self._rebuilt = Rebuilt(states=self.states, running=self.running,
                                 withdrawn=self._withdrawn, moved=self._moved)
         # the running counts settle dossiers in the model's time zone (its windows')

@@ -5,15 +5,36 @@ lines, exact repeats and conflicting repeats (same id, another body), the same b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
+import pytest
 from event_samples import VALID
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+import scoring.dedup
 from scoring.events import EVENT_TYPES
 
 LIMIT = 4096
+# the equivalence tests over random files (files are written for every example)
+FILE_PROPS = settings(max_examples=250, deadline=None,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                             HealthCheck.function_scoped_fixture])
+
+
+@contextmanager
+def every_id_colliding() -> Iterator[pytest.MonkeyPatch]:
+    """Every event id hashes alike in ``scoring.dedup``: its tables always take the rare path
+    (a tag already there). For use inside a hypothesis example, where fixtures are shared."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(scoring.dedup, "_hash", lambda _: 12345)
+    try:
+        yield mp
+    finally:
+        mp.undo()
 
 # 08:00+07:00 and 01:00Z are the same instant: ties broken by event id
 INSTANTS = ["2024-04-01T08:00:00+07:00", "2024-04-01T01:00:00Z", "2024-04-02T09:30:00+07:00",

@@ -21,21 +21,25 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from stream_samples import INSTANTS, LIMIT, growing_lines, streams
+from stream_samples import (
+    FILE_PROPS,
+    INSTANTS,
+    LIMIT,
+    every_id_colliding,
+    growing_lines,
+    streams,
+)
 
 import audit.fastingest
 import audit.ingest
-import scoring.dedup
 from audit.archive import export
 from audit.ingest import CONTEXT_CODES, Acceptor, History, load_history, paused_gc
 from audit.sources import ArchiveSource, FileSource, MemorySource, Record, day_files
 from scoring.catalog import Catalog
 
-PROPS = settings(max_examples=250, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                        HealthCheck.function_scoped_fixture])
+PROPS = FILE_PROPS
 UNITS = Catalog.from_list([{"unit_id": u, "name": u, "peer_group": "g"} for u in ("u1", "u2")])
 CODES = sorted(CONTEXT_CODES) + ["schema_violation", "invalid_json", "unknown_unit"]
 
@@ -99,12 +103,8 @@ def test_fast_ingest_equals_the_generic_path(tmp_path: Path, case: Any) -> None:
 @given(files())
 def test_fast_ingest_equals_the_generic_path_when_every_id_collides(
         tmp_path: Path, case: Any) -> None:
-    mp = pytest.MonkeyPatch()
-    mp.setattr(scoring.dedup, "_hash", lambda _: 12345)
-    try:
+    with every_id_colliding():
         _agree(tmp_path / "events.jsonl", *case)
-    finally:
-        mp.undo()
 
 
 def test_fast_ingest_grows_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,10 +190,6 @@ def test_fast_archive_ingest_equals_the_generic_path(tmp_path_factory: Any, case
 def test_fast_archive_ingest_reads_old_files_again(tmp_path_factory: Any, case: Any) -> None:
     """One day file kept in memory, and every id colliding: each repeat, and each id after
     the first, re-reads the file of an earlier copy."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(audit.fastingest._DayLines, "KEPT", 1)
-    mp.setattr(scoring.dedup, "_hash", lambda _: 12345)
-    try:
+    with every_id_colliding() as mp:
+        mp.setattr(audit.fastingest._DayLines, "KEPT", 1)
         _archive_agree(tmp_path_factory.mktemp("archive"), *case, None)
-    finally:
-        mp.undo()

@@ -19,12 +19,11 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from stream_samples import LIMIT, growing_lines, streams
+from stream_samples import FILE_PROPS, LIMIT, every_id_colliding, growing_lines, streams
 
 import audit.split
-import scoring.dedup
 from audit.exceptions import AuditError
 from audit.ingest import Acceptor, load_history
 from audit.replay import TimelineSpec, timeline
@@ -34,9 +33,7 @@ from bando.cli import main
 from scoring.catalog import Catalog
 from scoring.model import Model
 
-PROPS = settings(max_examples=250, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                        HealthCheck.function_scoped_fixture])
+PROPS = FILE_PROPS
 UNITS = Catalog.from_list([{"unit_id": u, "name": u, "peer_group": "g"} for u in ("u1", "u2")])
 
 
@@ -96,12 +93,8 @@ def test_the_workers_together_ingest_what_one_process_does(tmp_path: Path, case:
 @PROPS
 @given(cases())
 def test_the_workers_agree_when_every_id_collides(tmp_path: Path, case: Any) -> None:
-    mp = pytest.MonkeyPatch()
-    mp.setattr(scoring.dedup, "_hash", lambda _: 12345)
-    try:
+    with every_id_colliding():
         _agree(tmp_path / "events.jsonl", *case)
-    finally:
-        mp.undo()
 
 
 def test_an_invalid_first_copy_of_another_workers_line_does_not_hide_a_valid_one(

@@ -419,6 +419,19 @@ def test_a_receipt_moved_out_of_a_window_after_a_restart_clears_its_score(
     assert "month:2024-05" not in by_window(again.flush(), "u1")  # said once
 
 
+def move_u1_to_april(scorer: ScorerCore, feed: Any, ev: Any, kind: str = "dossier") -> None:
+    """u1's only record, received in May and scored there, received again in April: the
+    earlier receipt moves it out of May (the batch written to the tables, not flushed)."""
+    first = ev.received("u1", "r1", at(0), at(600))
+    if kind == "petition":
+        first = {"event_id": "p-first", "type": "petition.received", "occurred_at": at(0),
+                 "unit_id": "u1", "petition_id": "r1", "due_at": at(600)}
+    scorer.process(feed.batch([first, ev.received("u2", "d2", at(5), at(600))]))
+    assert by_window(scorer.flush(), "u1")["month:2024-05"]["total"] is not None
+    earlier = {**first, "event_id": "earlier", "occurred_at": "2024-04-20T08:00:00+07:00"}
+    scorer.process([feed.msg(earlier)])
+
+
 @pytest.mark.parametrize("kind", ["dossier", "petition"])
 def test_a_receipt_moved_after_the_commit_clears_its_score_after_a_restart(
     small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any, kind: str
@@ -427,15 +440,7 @@ def test_a_receipt_moved_after_the_commit_clears_its_score_after_a_restart(
     restart (a rebalance does this routinely): nothing is read again, the rebuilt facts hold
     the April receipt only. The facts table keeps the times that receipts moved records away
     from, so the emptied May window still says "no score" once."""
-    first = ev.received("u1", "r1", at(0), at(600))
-    if kind == "petition":
-        first = {"event_id": "p-first", "type": "petition.received", "occurred_at": at(0),
-                 "unit_id": "u1", "petition_id": "r1", "due_at": at(600)}
-    scorer = ScorerCore(small_catalog, model, mem_store)
-    scorer.process(feed.batch([first, ev.received("u2", "d2", at(5), at(600))]))
-    assert by_window(scorer.flush(), "u1")["month:2024-05"]["total"] is not None
-    earlier = {**first, "event_id": "earlier", "occurred_at": "2024-04-20T08:00:00+07:00"}
-    scorer.process([feed.msg(earlier)])
+    move_u1_to_april(ScorerCore(small_catalog, model, mem_store), feed, ev, kind)
     again = ScorerCore(small_catalog, model, mem_store.recovered())
     again.rebuild({0})
     u1 = by_window(again.flush(), "u1")
@@ -449,24 +454,18 @@ def test_a_receipt_moved_after_the_commit_clears_its_score_after_a_restart(
     assert by_window(third.flush(), "u1")["month:2024-05"]["total"] is None
 
 
-
 def test_the_moved_record_holds_times_that_any_time_zone_places(
     small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
 ) -> None:
     """The moved record keeps the receipt time, not its month's start in the model's zone:
     rebuilt under UTC (where 1 May 00:00 +07:00 is still April), the emptied May window is
     still found. Found in review."""
-    scorer = ScorerCore(small_catalog, model, mem_store)
-    scorer.process(feed.batch([ev.received("u1", "r1", at(0), at(600)),
-                               ev.received("u2", "d2", at(5), at(600))]))
-    scorer.flush()
-    earlier = {**ev.received("u1", "r1", "2024-04-20T08:00:00+07:00", at(600)),
-               "event_id": "earlier"}
-    scorer.process([feed.msg(earlier)])
+    move_u1_to_april(ScorerCore(small_catalog, model, mem_store), feed, ev)
     utc = dataclasses.replace(model, timezone="UTC")
     again = ScorerCore(small_catalog, utc, mem_store.recovered())
     again.rebuild({0})
     assert by_window(again.flush(), "u1")["month:2024-05"]["total"] is None
+
 
 def test_a_withdrawal_read_first_after_a_restart_clears_the_score(
     small_catalog: Catalog, model: Model, mem_store: Any, feed: Any, ev: Any
