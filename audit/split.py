@@ -1,20 +1,22 @@
 """``bando replay --jobs N``: a JSON-lines file replayed on N processes, its units split between
 them (issue 7: the year's replay on both cores of the machine).
 
-Each worker, forked before anything is read, reads and decodes every line. The lines of its
-own units (worker 0 also takes every line of no catalog unit, and every line that is not
-JSON) go through ``audit.fastingest``'s checks and fused fold as in one process. A line of
-another worker's unit only puts its id into this worker's de-duplication table, unchecked
-(``FirstSeen.foreign``): it is validated if, and only if, its id comes again. So a worker's
-verdict on each of its own lines is the one-process verdict, and its statistics are those of
-its own lines (summed by the parent). Then each worker runs the timeline's steps for its
-units (``audit.replay.steps``) and streams them to the parent, which ranks the merged
-snapshots (``audit.replay.rows``): the rows are the one-process rows, byte for byte
+Each worker, forked before anything is read, reads every line but decodes and folds only its
+own: the lines of its units, found from the line's bytes where they are plain, and worker 0
+also takes every line of no catalog unit and every line that is not JSON
+(``audit.splitingest``: the rules, and what happens when bytes and JSON disagree). Each
+worker de-duplicates its own lines; an id accepted by two workers (a conflicting repeat in
+one process) is found afterwards by comparing their tables, dumped to scratch files, and the
+later worker ingests again with the first copy known. So a worker's verdict on each of its
+lines is the one-process verdict, and its statistics are those of its own lines (summed by
+the parent). Then each worker runs the timeline's steps for its units
+(``audit.replay.steps``) and streams them to the parent, which ranks the merged snapshots
+(``audit.replay.rows``): the rows are the one-process rows, byte for byte
 (``tests/audit/test_split.py``).
 
-Which worker owns a line depends on the line alone (``load_part``), so every worker agrees.
 Units are dealt out by their share of the file's first lines (``assign``). Memory: a worker
-holds its units' facts and an entry for every id of the file (16-32 bytes each).
+holds its units' facts and a table of their ids (16-32 bytes each); the scratch files hold
+the tables while they are compared (in ``/dev/shm`` when it has room).
 """
 
 from __future__ import annotations
@@ -22,33 +24,33 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import mmap
 import multiprocessing as mp
 import os
 import signal
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
 
 from audit.exceptions import AuditError
-from audit.fastingest import _Tables
 from audit.ingest import Acceptor, History, IngestStats, paused_gc
 from audit.replay import Snapshot, TimelineSpec, plan, rows, steps
 from audit.sources import FileSource
-from bando.batch import READ_BUFFER, TYPICAL_LINE, body_at
-from schemas import EventRejected
+from audit.splitingest import Misrouted, load_part, refusals, shared
+from bando.batch import TYPICAL_LINE
 from scoring.catalog import Catalog
-from scoring.dedup import FirstSeen
 from scoring.model import Model
 
 log = logging.getLogger(__name__)
 
 SAMPLE = 200_000  # lines read to weigh the units
 CHUNK = 64  # timeline steps per message to the parent
+SLACK = 1.3  # room in each worker's table over an even share of the file's lines
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
@@ -73,85 +75,9 @@ def assign(path: str, catalog: Catalog, jobs: int, sample: int = SAMPLE) -> dict
     return out
 
 
-def load_part(source: FileSource, acceptor: Acceptor, assignment: dict[str, int], k: int
-              ) -> History:
-    """``audit.fastingest.load_file`` (no DLQ) for worker ``k``: its own lines checked and
-    folded, the others' ids put into the table unchecked. A line's owner: the worker of its
-    ``unit_id`` if that is a catalog unit's, else worker 0 (no unit, not an object, not JSON
-    even stripped), decided from the line alone so that every worker agrees (a line too
-    large, or JSON only once stripped, is decoded stripped to find it)."""
-    if acceptor.dlq:
-        raise AuditError("a split replay reads a file, which has no dead-letter topic")
-    limit = acceptor.validator.max_bytes
-    validate = acceptor.validator.validate
-    loads, not_json = orjson.loads, orjson.JSONDecodeError
-
-    def checked_at(fh: Any, token: int) -> dict[str, Any] | None:
-        fh.seek(token)
-        raw = fh.readline().strip()
-        try:
-            return validate(raw).body
-        except EventRejected:
-            return None
-
-    with (open(source.path, "rb", buffering=READ_BUFFER) as fh, open(source.path, "rb") as again,
-          paused_gc()):
-        table = FirstSeen(partial(body_at, again), os.fstat(fh.fileno()).st_size // TYPICAL_LINE,
-                          checked_at=partial(checked_at, again))
-        tables = _Tables(acceptor, table)
-        functions, slow, foreign = tables.fused.functions, tables.slow, tables.fused.foreign
-        get = assignment.get
-
-        def mine(raw: bytes, start: int) -> bool:
-            """Whether a line the fast test left undecided (not JSON until stripped, not an
-            object, too large) is this worker's; if not, its id goes into the table."""
-            try:
-                body = loads(raw)
-            except not_json:
-                return k == 0
-            u = body.get("unit_id") if type(body) is dict else None
-            if (get(u, 0) if type(u) is str else 0) == k:
-                return True
-            if type(body) is dict and type(eid := body.get("event_id")) is str:
-                foreign(eid, start)
-            return False
-
-        pos = folded = 0
-        for offset, line in enumerate(fh):
-            start = pos
-            pos += (size := len(line))
-            event = None
-            decided = False  # owned by this worker, known from the line as it is
-            if size <= limit:
-                try:
-                    body = loads(line)
-                    u = body.get("unit_id")
-                except (not_json, AttributeError):
-                    pass
-                else:  # ``mine``, inline for the common line
-                    if (get(u, 0) if type(u) is str else 0) != k:
-                        eid = body.get("event_id")
-                        if type(eid) is str:  # else not valid: nothing to remember
-                            foreign(eid, start)
-                        continue
-                    decided = True
-                    try:
-                        event = functions[body["type"]](body, start)
-                    except (KeyError, TypeError):  # unsure: the reference decides
-                        event = None
-                    else:
-                        if event is True:  # new, accepted and folded
-                            folded += 1
-                            continue
-            raw = line.strip()
-            if raw and (decided or mine(raw, start)):
-                slow(event, raw, f"{source.topic}[0]@{offset}", start)  # type: ignore[arg-type]
-        return tables.history(accepted=folded + tables.new)
-
-
 def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpec,
-            max_bytes: int, assignment: dict[str, int], conn: Connection,
-            inherited: list[Connection], parent_pid: int) -> None:
+            max_bytes: int, assignment: dict[str, int], expected: int, dumps: list[int],
+            conn: Connection, inherited: list[Connection], parent_pid: int) -> None:
     """One worker's life, in the forked child: ingest, bounds, steps; then exit at once."""
     # The parent's ends of the pipes made so far came with the fork: while this process holds
     # its own pipe's other end, it never sees the parent close it (it would wait forever)
@@ -160,9 +86,8 @@ def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpe
     _die_with(parent_pid)
     code = 0
     try:
-        acceptor = Acceptor(catalog, max_bytes)
-        history = load_part(FileSource(path), acceptor, assignment, k)
-        conn.send(("ingest", history.first_ts, history.last_ts, acceptor.stats))
+        history = _ingest(k, FileSource(path), catalog, max_bytes, assignment, expected, dumps,
+                          conn)
         first_ts, last_ts = conn.recv()
         p = plan(first_ts, last_ts, catalog, model, spec)  # the parent checked it already
         if p is not None:
@@ -189,6 +114,68 @@ def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpe
         os._exit(code)  # freeing millions of objects takes seconds; nothing else to do here
 
 
+def _ingest(k: int, source: FileSource, catalog: Catalog, max_bytes: int,
+            assignment: dict[str, int], expected: int, dumps: list[int], conn: Connection
+            ) -> History:
+    """The worker's side of the ingest (``SplitReplay.ingest`` the parent's): its lines, its
+    table dumped for the others; the ids it shares with them compared; its lines again if it
+    must refuse some; its statistics."""
+    route = True
+    started = time.perf_counter()
+    while True:
+        acceptor = Acceptor(catalog, max_bytes)
+        try:
+            history, slots = load_part(source, acceptor, assignment, k, route=route,
+                                       expected=expected)
+        except Misrouted:
+            conn.send(("ingested", True))
+        else:
+            os.ftruncate(dumps[k], 0)
+            with open(dumps[k], "wb", closefd=False) as fh:
+                fh.seek(0)
+                slots.tofile(fh)
+            del slots  # the table's memory back before the timeline's
+            conn.send(("ingested", False))
+        if conn.recv() != "again":
+            break
+        route = False  # a line's bytes misled the routing: decode every line
+    loaded = time.perf_counter()
+    conn.send(("shared", _compare(source.path, k, dumps)))
+    log.debug("worker %d: its lines in %.1f s, the tables compared in %.1f s", k,
+              loaded - started, time.perf_counter() - loaded)
+    for fd in dumps:  # compared: the others keep their own descriptors while they compare
+        os.close(fd)
+    refuse = conn.recv()
+    if refuse:
+        del history  # before the second pass holds another
+        acceptor = Acceptor(catalog, max_bytes)
+        history, _ = load_part(source, acceptor, assignment, k, route=route, refuse=refuse,
+                               expected=expected)
+    conn.send(("ingest", history.first_ts, history.last_ts, acceptor.stats))
+    return history
+
+
+def _compare(path: Any, k: int, dumps: list[int]) -> list[tuple[str, int, int]]:
+    """``shared`` on the workers' dumped tables, mapped read-only."""
+    with contextlib.ExitStack() as stack:
+        tables: dict[int, memoryview] = {}
+        for m, fd in enumerate(dumps):
+            mapped = stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+            tables[m] = memoryview(mapped).cast("q")
+            stack.callback(tables[m].release)  # before the map closes (LIFO)
+        return shared(path, k, tables)
+
+
+def _scratch(k: int) -> int:
+    """A file for worker ``k``'s dumped table that no name points to: in memory
+    (``memfd_create``) where the system has it, else an unnamed temporary file. Made before
+    the fork, it is freed when the last process holding it closes it or dies."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(f"bando-split-{k}", os.MFD_CLOEXEC)
+    with tempfile.TemporaryFile() as fh:
+        return os.dup(fh.fileno())
+
+
 def _die_with(parent_pid: int) -> None:
     """Be killed when the parent dies (a worker may hold 10 GB): ``PR_SET_PDEATHSIG``."""
     try:
@@ -210,18 +197,25 @@ class SplitReplay:
         started = time.perf_counter()
         jobs = max(1, min(jobs, len(catalog.by_id)))  # a worker without units: a wasted read
         self.assignment = assign(str(source.path), catalog, jobs)
+        # a worker's share of the ids, with room for a mix of units that changes over the file
+        expected = int(source.path.stat().st_size // TYPICAL_LINE * SLACK / jobs) + 1
         ctx = mp.get_context("fork")
         self.conns: list[Connection] = []
         self.procs = []
-        for k in range(jobs):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, daemon=True, args=(
-                k, str(source.path), catalog, model, spec, max_bytes, self.assignment, child,
-                [*self.conns, parent], os.getpid()))
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
+        dumps = [_scratch(k) for k in range(jobs)]  # each worker's table, for the others
+        try:
+            for k in range(jobs):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker, daemon=True, args=(
+                    k, str(source.path), catalog, model, spec, max_bytes, self.assignment,
+                    expected, dumps, child, [*self.conns, parent], os.getpid()))
+                proc.start()
+                child.close()
+                self.conns.append(parent)
+                self.procs.append(proc)
+        finally:
+            for fd in dumps:  # the workers have theirs: freed once they close them too
+                os.close(fd)
         self._forked = time.perf_counter() - started
         self.stats = IngestStats()
         self.first_ts: int | None = None
@@ -242,6 +236,21 @@ class SplitReplay:
         """Wait for every worker's ingest; the summed statistics."""
         stats = self.stats
         started = time.perf_counter()
+        while True:
+            again = any([self._recv(conn)[1] for conn in self.conns])  # ("ingested", misrouted)
+            for conn in self.conns:
+                conn.send("again" if again else "compare")
+            if not again:
+                break
+            log.warning("a line's bytes name another unit than its JSON: ingesting again, "
+                        "every line decoded")
+        found = [f for conn in self.conns for f in self._recv(conn)[1]]  # ("shared", ...)
+        refuse = refusals(found)
+        if refuse:
+            log.info("%d ids accepted by two workers: %s ingesting again", len(found) // 2,
+                     ", ".join(f"worker {k}" for k in sorted(refuse)))
+        for k, conn in enumerate(self.conns):
+            conn.send(refuse.get(k, []))
         firsts, lasts = [], []
         for conn in self.conns:
             _, first, last, part = self._recv(conn)

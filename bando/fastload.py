@@ -223,28 +223,8 @@ def factory(units, table, hash_):
         table._room = dd_room
         return table.count
 
-    def foreign(event_id, token):
-        # ``table.foreign`` inline: an id of a line another process checks, unchecked
-        nonlocal dd_room
-        tag = hash_(event_id) | 1
-        j = tag % dd_end
-        while (other := dd_slots[j]) != 0:
-            if other == tag:  # a repeat (or another id with the same hash): the table's
-                table._room = dd_room
-                table.foreign(event_id, token)
-                resume()
-                return
-            j += 2
-            if j > dd_end:
-                j = 1
-        dd_slots[j] = tag
-        dd_slots[j - 1] = -1 - token
-        dd_room -= 1
-        if not dd_room:
-            grow()
-
 {functions}
-    return {{{names}}}, check, count, lambda: max_ts, lambda: min_ts, foreign
+    return {{{names}}}, check, count, lambda: max_ts, lambda: min_ts
 """
 
 
@@ -327,18 +307,17 @@ class FusedLoad:
         units = {u: dossiers for u, dossiers in dossier_tables.items() if unit_ok(u)}
         # the hash of ``scoring.dedup`` at the time of the load (tests force collisions there)
         self.functions: dict[str, Fused]
-        self.functions, self.check, self.count, self.last_ts, _, _ = _FACTORY_FN(
+        self.functions, self.check, self.count, self.last_ts, _ = _FACTORY_FN(
             units, table, scoring.dedup._hash)
 
 
 class FusedHistory:
     """The fused functions of audit replay's ingest (``audit.fastingest``): as ``FusedLoad``,
-    and ``first_ts()``, the earliest ``occurred_at`` they accepted (``MAX_TS`` if none), and
-    ``foreign(event_id, token)``, ``FirstSeen.foreign`` (a split load, ``audit.split``)."""
+    and ``first_ts()``, the earliest ``occurred_at`` they accepted (``MAX_TS`` if none)."""
 
     def __init__(self, dossier_tables: Mapping[str, dict[str, Dossier]], table: FirstSeen):
         unit_ok = eval(f"lambda v: {value_test(_COMMON_KINDS['unit_id'], 'v')}")  # noqa: S307
         units = {u: dossiers for u, dossiers in dossier_tables.items() if unit_ok(u)}
         self.functions: dict[str, Fused]
-        (self.functions, self.check, self.count, self.last_ts, self.first_ts,
-         self.foreign) = _HISTORY_FN(units, table, scoring.dedup._hash)
+        self.functions, self.check, self.count, self.last_ts, self.first_ts = _HISTORY_FN(
+            units, table, scoring.dedup._hash)

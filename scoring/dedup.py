@@ -55,9 +55,9 @@ class FirstSeen:
     ``bando.fastload`` runs this probe and insertion inline, on ``_slots`` and ``_room``
     (tests/scoring/test_fused_load.py checks it against ``Deduper``): change them together.
 
-    *Unchecked* copies (``foreign``): a load split between processes (``audit.split``) puts
-    the ids of the lines another process checks into the table unchecked, their token stored
-    as ``-1 - token``. Such a copy is validated only when its id comes again
+    *Unchecked* copies (``foreign``): a load split between processes (``audit.splitingest``)
+    puts into the table, unchecked, the first copies of ids another process accepted, their
+    token stored as ``-1 - token``. Such a copy is validated only when its id comes again
     (``checked_at(token)``: its body if the line there is a valid event, else None); an
     invalid one counts as absent, as it would in the process that checks it, and its slot is
     taken by the next new copy. So per id the table holds at most one entry not known to be

@@ -1,9 +1,10 @@
 """``bando replay --jobs N`` (``audit.split``): the units split between processes give the
 one-process replay's rows and statistics exactly.
 
-The ingest part is checked without forking, worker by worker, on random files
-(``stream_samples.streams``: bad lines, repeats and conflicting repeats of ids shared by
-units of different workers, unknown units, blank and too large lines), with random unit
+The ingest part is checked without forking, worker by worker and the tables compared as the
+workers do (``ingest_here``), on random files (``stream_samples.streams``: bad lines, repeats
+and conflicting repeats of ids shared by units of different workers, unknown units, blank and
+too large lines; some lines whose bytes name another unit than their JSON), with random unit
 assignments and once more with every id hashing alike: the workers' summed statistics, their
 states together, and the first and last instants equal ``load_history``'s. The command runs on
 the worked example and on a simulated file, byte for byte against ``--jobs 1``.
@@ -11,6 +12,7 @@ the worked example and on a simulated file, byte for byte against ``--jobs 1``.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -24,11 +26,13 @@ from hypothesis import strategies as st
 from stream_samples import FILE_PROPS, LIMIT, every_id_colliding, growing_lines, streams
 
 import audit.split
+import audit.splitingest
 from audit.exceptions import AuditError
-from audit.ingest import Acceptor, load_history
+from audit.ingest import Acceptor, History, load_history
 from audit.replay import TimelineSpec, timeline
 from audit.sources import FileSource
-from audit.split import SplitReplay, assign, load_part
+from audit.split import SplitReplay, assign
+from audit.splitingest import Misrouted, load_part, refusals, shared
 from bando.cli import main
 from scoring.catalog import Catalog
 from scoring.model import Model
@@ -49,7 +53,33 @@ def _states(states: dict[str, Any]) -> dict[str, Any]:
                 [(k, p) for k, p in s.publications.items()]) for u, s in states.items()}
 
 
-def _agree(path: Path, lines: list[bytes], assignment: dict[str, int], jobs: int) -> None:
+def ingest_here(source: FileSource, assignment: dict[str, int], jobs: int, route: bool = True
+                ) -> tuple[list[tuple[Acceptor, History]], dict[str, Any]]:
+    """The workers' ingest as ``audit.split`` runs it, one after the other in this process:
+    each worker's lines (all again without routing if one was misrouted), the tables
+    compared, a second pass for those that must refuse shared ids. Also what happened."""
+    parts: dict[int, tuple[Acceptor, History, Any]] = {}
+    try:
+        for k in range(jobs):
+            acceptor = Acceptor(UNITS, LIMIT)
+            parts[k] = (acceptor, *load_part(source, acceptor, assignment, k, route=route))
+    except Misrouted:
+        assert route, "misrouted without routing"
+        got, seen = ingest_here(source, assignment, jobs, route=False)
+        return got, {**seen, "misrouted": True}
+    tables = {k: part[2] for k, part in parts.items()}
+    found = [f for k in range(jobs) for f in shared(source.path, k, tables)]
+    refuse = refusals(found)
+    for k, ids in refuse.items():
+        acceptor = Acceptor(UNITS, LIMIT)
+        parts[k] = (acceptor, *load_part(source, acceptor, assignment, k, route=route,
+                                         refuse=ids))
+    return ([(a, h) for a, h, _ in parts.values()],
+            {"misrouted": False, "refused": sum(map(len, refuse.values()))})
+
+
+def _agree(path: Path, lines: list[bytes], assignment: dict[str, int], jobs: int
+           ) -> dict[str, Any]:
     path.write_bytes(b"\n".join(lines) + b"\n")
     source = FileSource(path)
     reference = Acceptor(UNITS, LIMIT)
@@ -58,9 +88,8 @@ def _agree(path: Path, lines: list[bytes], assignment: dict[str, int], jobs: int
     total: dict[str, Any] = {"records": 0, "accepted": 0, "duplicates": 0, "rejected": {}}
     states: dict[str, Any] = {}
     firsts, lasts = [], []
-    for k in range(jobs):
-        acceptor = Acceptor(UNITS, LIMIT)
-        part = load_part(source, acceptor, assignment, k)
+    parts, seen = ingest_here(source, assignment, jobs)
+    for acceptor, part in parts:
         st_ = _stats(acceptor)
         for name in ("records", "accepted", "duplicates"):
             total[name] += st_[name]
@@ -75,13 +104,24 @@ def _agree(path: Path, lines: list[bytes], assignment: dict[str, int], jobs: int
     assert (min(firsts, default=None), max(lasts, default=None)) == want[1:3]
     # each unit's facts in the same order as in one process
     assert _states(states) == want[3]
+    return seen
+
+
+def misleading(line: bytes, unit: str) -> bytes:
+    """The line with ``unit`` named first (JSON keeps the last of a repeated key): routed by
+    its bytes to ``unit``'s worker, though its top-level unit is another."""
+    return line.replace(b"{", b'{"unit_id":"' + unit.encode() + b'",', 1)
 
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[list[bytes], dict[str, int], int]:
     jobs = draw(st.sampled_from([2, 2, 3]))
     assignment = {u: draw(st.integers(0, jobs - 1)) for u in ("u1", "u2")}
-    return draw(streams()), assignment, jobs
+    lines = draw(streams())
+    if draw(st.integers(0, 2)) == 0:  # now and then a line whose bytes mislead the routing
+        i = draw(st.integers(0, len(lines) - 1))
+        lines[i] = misleading(lines[i], draw(st.sampled_from(["u1", "u2", "u3"])))
+    return lines, assignment, jobs
 
 
 @PROPS
@@ -97,11 +137,11 @@ def test_the_workers_agree_when_every_id_collides(tmp_path: Path, case: Any) -> 
         _agree(tmp_path / "events.jsonl", *case)
 
 
-def test_an_invalid_first_copy_of_another_workers_line_does_not_hide_a_valid_one(
-        tmp_path: Path) -> None:
-    """Worker 1 puts u1's lines in its table unchecked. The first copy of e1 there is invalid
-    (no dossier id), so u2's e1 is new, as in one process; u2's e2 repeats u1's valid e2 with
-    another body, a conflicting repeat that worker 1 counts."""
+def test_an_id_both_workers_accepted_is_refused_by_the_later_one(tmp_path: Path) -> None:
+    """The first copy of e1 (u1's, worker 0) is invalid (no dossier id), so u2's e1 is new, as
+    in one process; u2's e2 repeats u1's valid e2 with another body: worker 1 accepts it at
+    first, finds it in worker 0's table, and refuses it on its second pass as the
+    conflicting repeat it is."""
     lines = [
         orjson.dumps({"event_id": "e1", "type": "dossier.synced", "unit_id": "u1",
                       "occurred_at": "2024-04-01T08:00:00+07:00"}),
@@ -112,20 +152,75 @@ def test_an_invalid_first_copy_of_another_workers_line_does_not_hide_a_valid_one
         orjson.dumps({"event_id": "e2", "type": "dossier.synced", "unit_id": "u2",
                       "dossier_id": "d9", "occurred_at": "2024-04-01T09:00:00+07:00"}),
     ]
-    _agree(tmp_path / "events.jsonl", lines, {"u1": 0, "u2": 1}, 2)
+    assert _agree(tmp_path / "events.jsonl", lines, {"u1": 0, "u2": 1}, 2) == {
+        "misrouted": False, "refused": 1}
+    source = FileSource(tmp_path / "events.jsonl")
     acceptor = Acceptor(UNITS, LIMIT)
-    part = load_part(FileSource(tmp_path / "events.jsonl"), acceptor, {"u1": 0, "u2": 1}, 1)
+    _, table = load_part(source, acceptor, {"u1": 0, "u2": 1}, 0)
+    acceptor = Acceptor(UNITS, LIMIT)
+    part, other = load_part(source, acceptor, {"u1": 0, "u2": 1}, 1)
+    assert acceptor.stats.accepted == 2 and not acceptor.stats.rejected  # its lines alone
+    found = shared(source.path, 0, {0: table, 1: other}) + shared(
+        source.path, 1, {0: table, 1: other})
+    e2 = len(lines[0]) + 1  # the byte offset of u1's e2
+    assert refusals(found) == {1: [("e2", e2)]}
+    acceptor = Acceptor(UNITS, LIMIT)
+    part, _ = load_part(source, acceptor, {"u1": 0, "u2": 1}, 1, refuse=[("e2", e2)])
     assert acceptor.stats.accepted == 1 and acceptor.stats.rejected == {
         "conflicting_duplicate": 1}
     assert list(part.states["u2"].dossiers) == ["d9"]
 
 
-def test_the_table_grows_with_unchecked_ids(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit.split, "TYPICAL_LINE", 1 << 40)
+def test_a_line_whose_bytes_mislead_the_routing_is_ingested_again_decoded(
+        tmp_path: Path) -> None:
+    """u2's event named u1 first (a repeated key: JSON keeps the last): routed to worker 0,
+    which finds it is u2's. Every worker then reads again, deciding by the JSON."""
+    lines = [orjson.dumps({"event_id": f"e{i}", "type": "dossier.synced", "unit_id": u,
+                           "dossier_id": "d1", "occurred_at": "2024-04-01T08:00:00+07:00"})
+             for i, u in enumerate(["u1", "u2", "u2"])]
+    lines[1] = misleading(lines[1], "u1")
+    assert _agree(tmp_path / "events.jsonl", lines, {"u1": 0, "u2": 1}, 2)["misrouted"]
+    source = FileSource(tmp_path / "events.jsonl")
+    with pytest.raises(Misrouted):
+        load_part(source, Acceptor(UNITS, LIMIT), {"u1": 0, "u2": 1}, 0)
+    acceptor = Acceptor(UNITS, LIMIT)
+    part, _ = load_part(source, acceptor, {"u1": 0, "u2": 1}, 1)  # it does not see it
+    assert acceptor.stats.accepted == 1
+    acceptor = Acceptor(UNITS, LIMIT)
+    part, _ = load_part(source, acceptor, {"u1": 0, "u2": 1}, 1, route=False)
+    assert acceptor.stats.accepted == 2 and set(part.states) == {"u2"}
+
+
+def test_lines_routed_by_their_bytes_are_read_by_one_worker_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of routing: a worker decodes none of the other's lines (a line that is not
+    JSON but names a unit is refused by that unit's worker)."""
+    lines = [orjson.dumps({"event_id": f"e{i}", "type": "dossier.synced", "unit_id": u,
+                           "dossier_id": "d1", "occurred_at": "2024-04-01T08:00:00+07:00"})
+             for i, u in enumerate(["u1", "u2", "u2", "u1"])]
+    lines.append(lines[1][:-1])  # u2's, cut short
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    source = FileSource(tmp_path / "events.jsonl")
+    decoded: list[bytes] = []
+    real = orjson.loads
+    monkeypatch.setattr(audit.splitingest.orjson, "loads",
+                        lambda raw: decoded.append(bytes(raw).strip()) or real(raw))
+    for k, own in [(0, [lines[0], lines[3]]), (1, [lines[1], lines[2], lines[4]])]:
+        decoded.clear()
+        acceptor = Acceptor(UNITS, LIMIT)
+        load_part(source, acceptor, {"u1": 0, "u2": 1}, k)
+        assert sorted(set(decoded)) == sorted(own)
+        assert acceptor.stats.rejected == ({"invalid_json": 1} if k else {})
+
+
+def test_the_tables_grow_on_both_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    """Tables sized for almost nothing, ids shared by the workers: the second pass's table
+    also holds the other's first copies, unchecked."""
+    monkeypatch.setattr(audit.splitingest, "TYPICAL_LINE", 1 << 40)
     lines = [line.replace(b'"u1"', b'"u2"') if i % 3 == 0 else line
              for i, line in enumerate(growing_lines())]
-    _agree(tmp_path / "events.jsonl", lines, {"u1": 0, "u2": 1}, 2)
+    assert _agree(tmp_path / "events.jsonl", lines, {"u1": 0, "u2": 1}, 2)["refused"] > 20
 
 
 def test_units_are_dealt_out_by_their_share_of_the_first_lines(tmp_path: Path) -> None:
@@ -168,6 +263,44 @@ def test_the_example_replays_the_same_on_two_processes(
     assert len(orjson.loads(one)["rows"]) > 10
     csv1 = _replay(tmp_path, "one.csv", *args, "--format", "csv")
     assert _replay(tmp_path, "three.csv", *args, "--format", "csv", "--jobs", "3") == csv1
+
+
+@pytest.mark.parametrize("mislead", [False, True])
+def test_ids_shared_across_processes_and_misleading_lines_replay_the_same(
+        tmp_path: Path, example_dir: Path, caplog: pytest.LogCaptureFixture, mislead: bool
+) -> None:
+    """The worked example written compactly (so lines are routed by their bytes), with
+    events repeated under other units before and after their originals: the processes
+    accept some ids twice and settle them with a second pass; with a misleading line too,
+    every process first reads again without routing."""
+    catalog = orjson.loads((example_dir / "catalog.json").read_bytes())
+    units = [u["unit_id"] for u in (catalog["units"] if type(catalog) is dict else catalog)]
+    lines, bodies = [], []
+    for line in (example_dir / "events.jsonl").read_bytes().splitlines():
+        try:  # compact, or as it is (a bad line)
+            bodies.append(orjson.loads(line))
+            lines.append(orjson.dumps(bodies[-1]))
+        except orjson.JSONDecodeError:
+            lines.append(line)
+    with_unit = [b for b in bodies if type(b) is dict and "unit_id" in b][:60]
+    moved = [orjson.dumps({**b, "unit_id": units[i % len(units)]})
+             for i, b in enumerate(with_unit)]
+    lines = moved[:30] + lines + moved[30:]
+    if mislead:
+        lines.insert(len(lines) // 2, misleading(orjson.dumps(with_unit[-1]), units[0]))
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    args = ["--events", str(path), "--units", str(example_dir / "catalog.json"),
+            "--window", "month", "--every", "day"]
+    one = _replay(tmp_path, "one.json", *args)
+    assert orjson.loads(one)["ingest"]["rejected"]["conflicting_duplicate"] >= 50
+    caplog.set_level(logging.INFO, logger="audit.split")
+    for jobs in ("2", "3"):
+        caplog.clear()
+        assert _without_timing(_replay(tmp_path, f"{jobs}.json", *args, "--jobs", jobs)) \
+            == _without_timing(one)
+        assert "accepted by two workers" in caplog.text
+        assert ("ingesting again, every line decoded" in caplog.text) == mislead
 
 
 def test_a_simulated_city_replays_the_same_on_two_processes(tmp_path: Path) -> None:
@@ -220,7 +353,7 @@ from audit.replay import TimelineSpec
 from scoring.catalog import load_catalog
 from scoring.model import load_model
 if sys.argv[3] == "busy":  # the workers read no pipe for a minute, as in a year's ingest
-    audit.split.load_part = lambda *_: time.sleep(60)
+    audit.split.load_part = lambda *_, **__: time.sleep(60)
 split = audit.split.SplitReplay(FileSource(sys.argv[1]), load_catalog(sys.argv[2]),
                                 load_model(), TimelineSpec(every="day"), 4096, 2)
 if sys.argv[3] == "waiting":
