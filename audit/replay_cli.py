@@ -283,8 +283,8 @@ def _replay(ctx: Context, args: argparse.Namespace) -> int:
     if jobs < 1:
         raise BandoError("--jobs must be at least 1")
     if jobs > (os.cpu_count() or 1):
-        log.warning("--jobs %d on %d cores: the processes take turns, and each holds a table "
-                    "of every id", jobs, os.cpu_count() or 1)
+        log.warning("--jobs %d on %d cores: the processes take turns", jobs,
+                    os.cpu_count() or 1)
     if jobs > 1 and not args.events:
         raise BandoError("--jobs splits the replay of an --events file (an archive or Kafka "
                          "is read by one process)")

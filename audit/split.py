@@ -15,8 +15,8 @@ the parent). Then each worker runs the timeline's steps for its units
 (``tests/audit/test_split.py``).
 
 Units are dealt out by their share of the file's first lines (``assign``). Memory: a worker
-holds its units' facts and a table of their ids (16-32 bytes each); the scratch files hold
-the tables while they are compared (in ``/dev/shm`` when it has room).
+holds its units' facts and a table of their ids (16-32 bytes each); while the tables are
+compared, a copy of each is in a memory file (``_scratch``).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpe
         if p is not None:
             own = {u for u, w in assignment.items() if w == k}
             chunk: list[tuple[int, Snapshot]] = []
+            stepped = time.perf_counter()
             with paused_gc():
                 for step in steps(p, history, model, own):
                     chunk.append(step)
@@ -101,6 +102,7 @@ def _worker(k: int, path: str, catalog: Catalog, model: Model, spec: TimelineSpe
                         chunk = []
             if chunk:
                 conn.send(chunk)
+            log.debug("worker %d: its timeline in %.1f s", k, time.perf_counter() - stepped)
         conn.send([])  # the end of the steps
     except BaseException as exc:  # noqa: BLE001 - whatever it is, the parent must hear it
         code = 1
@@ -122,6 +124,7 @@ def _ingest(k: int, source: FileSource, catalog: Catalog, max_bytes: int,
     must refuse some; its statistics."""
     route = True
     started = time.perf_counter()
+    history: History | None = None
     while True:
         acceptor = Acceptor(catalog, max_bytes)
         try:
@@ -130,7 +133,6 @@ def _ingest(k: int, source: FileSource, catalog: Catalog, max_bytes: int,
         except Misrouted:
             conn.send(("ingested", True))
         else:
-            os.ftruncate(dumps[k], 0)
             with open(dumps[k], "wb", closefd=False) as fh:
                 fh.seek(0)
                 slots.tofile(fh)
@@ -138,7 +140,11 @@ def _ingest(k: int, source: FileSource, catalog: Catalog, max_bytes: int,
             conn.send(("ingested", False))
         if conn.recv() != "again":
             break
+        history = None  # before the next pass holds another
+        os.ftruncate(dumps[k], 0)
         route = False  # a line's bytes misled the routing: decode every line
+    if history is None:  # the parent compares only once no worker was misrouted
+        raise AuditError("a replay worker was told to compare without a history")
     loaded = time.perf_counter()
     conn.send(("shared", _compare(source.path, k, dumps)))
     log.debug("worker %d: its lines in %.1f s, the tables compared in %.1f s", k,
@@ -171,7 +177,8 @@ def _scratch(k: int) -> int:
     (``memfd_create``) where the system has it, else an unnamed temporary file. Made before
     the fork, it is freed when the last process holding it closes it or dies."""
     if hasattr(os, "memfd_create"):
-        return os.memfd_create(f"bando-split-{k}", os.MFD_CLOEXEC)
+        with contextlib.suppress(OSError):  # e.g. refused by a sandbox
+            return os.memfd_create(f"bando-split-{k}", os.MFD_CLOEXEC)
     with tempfile.TemporaryFile() as fh:
         return os.dup(fh.fileno())
 
@@ -224,13 +231,20 @@ class SplitReplay:
     def _recv(self, conn: Connection) -> Any:
         try:
             got = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # closed, or reset with our last message unread
             self.close()
             raise AuditError("a replay worker died (out of memory?)") from None
         if type(got) is tuple and got and got[0] == "error":
             self.close()
             raise AuditError(got[1])
         return got
+
+    def _send(self, conn: Connection, message: Any) -> None:
+        try:
+            conn.send(message)
+        except OSError:  # its end closed: it died
+            self.close()
+            raise AuditError("a replay worker died (out of memory?)") from None
 
     def ingest(self) -> IngestStats:
         """Wait for every worker's ingest; the summed statistics."""
@@ -239,7 +253,7 @@ class SplitReplay:
         while True:
             again = any([self._recv(conn)[1] for conn in self.conns])  # ("ingested", misrouted)
             for conn in self.conns:
-                conn.send("again" if again else "compare")
+                self._send(conn, "again" if again else "compare")
             if not again:
                 break
             log.warning("a line's bytes name another unit than its JSON: ingesting again, "
@@ -247,10 +261,11 @@ class SplitReplay:
         found = [f for conn in self.conns for f in self._recv(conn)[1]]  # ("shared", ...)
         refuse = refusals(found)
         if refuse:
-            log.info("%d ids accepted by two workers: %s ingesting again", len(found) // 2,
+            log.info("%d ids accepted by two workers: %s ingesting again",
+                     len({event_id for event_id, _, _ in found}),
                      ", ".join(f"worker {k}" for k in sorted(refuse)))
         for k, conn in enumerate(self.conns):
-            conn.send(refuse.get(k, []))
+            self._send(conn, refuse.get(k, []))
         firsts, lasts = [], []
         for conn in self.conns:
             _, first, last, part = self._recv(conn)
@@ -271,7 +286,7 @@ class SplitReplay:
         try:
             p = plan(self.first_ts, self.last_ts, self.catalog, self.model, self.spec)
             for conn in self.conns:
-                conn.send((self.first_ts, self.last_ts))
+                self._send(conn, (self.first_ts, self.last_ts))
             if p is not None:
                 yield from rows(p, self.model.timezone, self._merged())
             else:

@@ -6,12 +6,13 @@ they share.
 * *routed*: the bytes after the line's first ``"unit_id":"``, up to the next quote, are a
   catalog unit's id as JSON writes it: that unit's worker. No other worker decodes the line.
 * else *decoded*: the worker of its top-level ``unit_id`` if that is a catalog unit's, else
-  worker 0 (no unit, not an object, not JSON even stripped, too large).
+  worker 0 (no unit, not an object, not JSON even stripped; too large, not decoded).
 
 A routed line that decodes to an object whose top-level unit belongs to another worker (the
 key repeated, nested, or escaped) raises ``Misrouted``: every worker then ingests again with
 routing off (``route=False``), where only the second rule holds. A routed line that is not an
-object is refused by the worker it was routed to, as any worker would refuse it.
+object, or too large, is refused by the worker it was routed to, as any worker would refuse
+it.
 
 **Repeats across workers.** A worker checks repeats among its own lines only: its table holds
 only its own ids. Two workers can accept the same id only for lines of different units, so
@@ -83,6 +84,8 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: Mapping[str, i
     def mine(raw: bytes, routed: bool) -> bool:
         """Whether a line the fast test left undecided (not JSON until stripped, not an
         object, too large) is this worker's."""
+        if len(raw) > limit:  # refused for its size alone, as the validator does: not decoded
+            return routed or k == 0
         try:
             body = loads(raw)
         except not_json:

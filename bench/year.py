@@ -12,7 +12,8 @@ Stages (wall and CPU seconds, peak RSS of the process, events/s of CPU):
   score    ``bando score --window month`` at the last event's day (load + score + JSON out)
   day      ``bando replay --every day --window month``: every unit at each day's end (CSV)
   day2     ``day`` with ``--jobs 2``: the units split between two processes (peak RSS: the
-           largest process; ``tree MB``: all of them together, sampled each half second)
+           largest process; ``tree MB``: all of them together, their shared memory files
+           counted once, sampled each half second)
   change   ``bando replay --every change --window month --unit UNIT`` (its peer group scored
            at every instant of any peer)
 The file is written by ``bando simulate file`` (``offline_throughput.simulate``) into
@@ -41,16 +42,24 @@ STAGES = ("decode", "score", "day", "day2", "change")
 
 
 def tree_rss_kb(pid: int) -> int:
-    """The resident memory of a process and its descendants (0 once it is gone)."""
+    """The resident memory of a process and its descendants, shared memory files left out
+    (0 once it is gone): ``--jobs 2`` maps both workers' dumped tables into each worker."""
     total = 0
     try:
         with open(f"/proc/{pid}/status") as fh:
-            total += next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+            total += sum(int(line.split()[1]) for line in fh
+                         if line.startswith(("RssAnon:", "RssFile:")))
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
             total += sum(tree_rss_kb(int(c)) for c in fh.read().split())
     except (OSError, ValueError):
         pass
     return total
+
+
+def shmem_kb() -> int:
+    """The system's shared memory in use (memory files count once here)."""
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("Shmem:"))
 
 
 def run(cmd: list[str]) -> dict[str, Any]:
@@ -59,10 +68,11 @@ def run(cmd: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
     peak = [0]
+    shared = shmem_kb()
 
     def sample() -> None:
         while proc.returncode is None:
-            peak[0] = max(peak[0], tree_rss_kb(proc.pid))
+            peak[0] = max(peak[0], tree_rss_kb(proc.pid) + shmem_kb() - shared)
             time.sleep(0.5)
 
     threading.Thread(target=sample, daemon=True).start()

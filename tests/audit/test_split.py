@@ -13,9 +13,11 @@ the worked example and on a simulated file, byte for byte against ``--jobs 1``.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,7 @@ def test_lines_routed_by_their_bytes_are_read_by_one_worker_only(
                            "dossier_id": "d1", "occurred_at": "2024-04-01T08:00:00+07:00"})
              for i, u in enumerate(["u1", "u2", "u2", "u1"])]
     lines.append(lines[1][:-1])  # u2's, cut short
+    lines.append(b'{"unit_id": "u2", "pad": "' + b"x" * LIMIT + b'"}')  # not routed, too large
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     source = FileSource(tmp_path / "events.jsonl")
     decoded: list[bytes] = []
@@ -210,7 +213,7 @@ def test_lines_routed_by_their_bytes_are_read_by_one_worker_only(
         acceptor = Acceptor(UNITS, LIMIT)
         load_part(source, acceptor, {"u1": 0, "u2": 1}, k)
         assert sorted(set(decoded)) == sorted(own)
-        assert acceptor.stats.rejected == ({"invalid_json": 1} if k else {})
+        assert acceptor.stats.rejected == ({"invalid_json": 1} if k else {"too_large": 1})
 
 
 def test_the_tables_grow_on_both_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -392,6 +395,75 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_a_worker_reading_again_has_let_go_of_its_first_pass(
+        example_dir: Path, example_catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Told to ingest again (a misrouted line elsewhere), a worker drops its first history and
+    empties its dump before the second pass: a year's history is many GB."""
+    histories: list[weakref.ref[History]] = []
+    real = audit.split.load_part
+    dump = audit.split._scratch(0)
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        assert all(h() is None for h in histories), "the first pass's history is alive"
+        assert os.fstat(dump).st_size == 0 or not histories, "the first pass's dump is kept"
+        history, slots = real(*args, **kwargs)
+        histories.append(weakref.ref(history))
+        return history, slots
+
+    class Parent:
+        def __init__(self) -> None:
+            self.said: list[Any] = []
+            self.answers: list[Any] = ["again", "compare", []]
+
+        def send(self, message: Any) -> None:
+            self.said.append(message)
+
+        def recv(self) -> Any:
+            return self.answers.pop(0)
+
+    monkeypatch.setattr(audit.split, "load_part", load)
+    parent = Parent()
+    history = audit.split._ingest(0, FileSource(example_dir / "events.jsonl"), example_catalog,
+                                  LIMIT, {u: 0 for u in example_catalog.by_id}, 1000,
+                                  [dump], parent)  # type: ignore[arg-type]
+    assert len(histories) == 2 and histories[1]() is history
+    assert [m[0] for m in parent.said] == ["ingested", "ingested", "shared", "ingest"]
+
+
+@pytest.mark.parametrize("stage", ["ingested", "shared", "compare"])
+def test_a_worker_dying_during_the_ingest_fails_the_replay(
+        tmp_path: Path, example_dir: Path, stage: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Worker 1 dies after telling its ingest done, after its comparison, or raises in it:
+    the command fails with exit 2 and says why, whether the parent was sending or waiting."""
+    real = audit.split._ingest
+
+    def dying(k: int, *args: Any) -> Any:
+        dumps, conn = args[-2:]
+        if k == 1 and stage != "compare":  # an empty table, for the other to compare with
+            os.write(dumps[k], bytes(16 * 16))
+        if k == 1 and stage == "ingested":
+            conn.send(("ingested", False))
+            os._exit(9)
+        if k == 1 and stage == "shared":
+            conn.send(("ingested", False))
+            conn.recv()
+            conn.send(("shared", []))
+            os._exit(9)
+        if k == 1:
+            monkeypatch.setattr(audit.split, "shared", lambda *_: 1 / 0)
+        return real(k, *args)
+
+    monkeypatch.setattr(audit.split, "_ingest", dying)  # the forked workers inherit it
+    code = main(["replay", "--events", str(example_dir / "events.jsonl"), "--units",
+                 str(example_dir / "catalog.json"), "--every", "day", "--jobs", "2",
+                 "-o", str(tmp_path / "out.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert ("ZeroDivisionError" in err) if stage == "compare" else (
+        "a replay worker died" in err)
+
+
 def test_a_failing_worker_fails_the_replay(tmp_path: Path, example_dir: Path,
                                            example_catalog: Catalog, model: Model,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -409,8 +481,16 @@ def test_a_failing_worker_fails_the_replay(tmp_path: Path, example_dir: Path,
         assert not proc.is_alive()
 
 
+@pytest.mark.parametrize("memfd", [True, False])
 def test_the_rows_equal_the_timeline_in_process(example_dir: Path, example_catalog: Catalog,
-                                                model: Model) -> None:
+                                                model: Model, memfd: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also where the tables cannot be dumped into memory files (unnamed temporary files)."""
+    if not memfd:
+        def refused(*_: Any) -> int:
+            raise OSError("memfd_create refused")
+
+        monkeypatch.setattr(audit.split.os, "memfd_create", refused, raising=False)
     source = FileSource(example_dir / "events.jsonl")
     spec = TimelineSpec(window="year", every="change")
     split = SplitReplay(source, example_catalog, model, spec, LIMIT, 2)
