@@ -41,7 +41,7 @@ from audit.exceptions import AuditError
 from audit.ingest import Acceptor, History, IngestStats, paused_gc
 from audit.replay import Snapshot, TimelineSpec, plan, rows, steps
 from audit.sources import FileSource
-from audit.splitingest import Misrouted, load_part, refusals, shared
+from audit.splitingest import Misrouted, load_part, refusals, second_pass, shared
 from bando.batch import TYPICAL_LINE
 from scoring.catalog import Catalog
 from scoring.model import Model
@@ -149,15 +149,24 @@ def _ingest(k: int, source: FileSource, catalog: Catalog, max_bytes: int,
     conn.send(("shared", _compare(source.path, k, dumps)))
     log.debug("worker %d: its lines in %.1f s, the tables compared in %.1f s", k,
               loaded - started, time.perf_counter() - loaded)
-    for fd in dumps:  # compared: the others keep their own descriptors while they compare
-        os.close(fd)
+    for m, fd in enumerate(dumps):  # the others keep their own descriptors while they compare
+        if m != k:
+            os.close(fd)
     refuse = conn.recv()
+    again: History | None = None
     if refuse:
-        del history  # before the second pass holds another
-        acceptor = Acceptor(catalog, max_bytes)
-        history, _ = load_part(source, acceptor, assignment, k, route=route, refuse=refuse,
-                               expected=expected)
-    conn.send(("ingest", history.first_ts, history.last_ts, acceptor.stats))
+        with mmap.mmap(dumps[k], 0, access=mmap.ACCESS_READ) as mapped:
+            again = second_pass(source, acceptor, assignment, route=route, first=history,
+                                slots=mapped, refuse=refuse)  # type: ignore[arg-type]
+        if again is None:
+            history = None  # before the second pass holds another
+            acceptor = Acceptor(catalog, max_bytes)
+            history, _ = load_part(source, acceptor, assignment, k, route=route,
+                                   refuse=[(event_id, first) for event_id, first, _ in refuse],
+                                   expected=expected)
+    os.close(dumps[k])
+    how = "" if not refuse else "all its units" if again is None else "units with shared ids"
+    conn.send(("ingest", history.first_ts, history.last_ts, acceptor.stats, how))
     return history
 
 
@@ -267,8 +276,10 @@ class SplitReplay:
         for k, conn in enumerate(self.conns):
             self._send(conn, refuse.get(k, []))
         firsts, lasts = [], []
-        for conn in self.conns:
-            _, first, last, part = self._recv(conn)
+        for k, conn in enumerate(self.conns):
+            _, first, last, part, how = self._recv(conn)
+            if how:
+                log.info("worker %d read %s again", k, how)
             stats.records += part.records
             stats.accepted += part.accepted
             stats.duplicates += part.duplicates

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from array import array
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -59,11 +60,14 @@ def routes(assignment: Mapping[str, int]) -> dict[bytes, int]:
 
 def load_part(source: FileSource, acceptor: Acceptor, assignment: Mapping[str, int], k: int, *,
               route: bool = True, refuse: Iterable[tuple[str, int]] = (),
-              expected: int | None = None) -> tuple[History, array[int]]:
+              expected: int | None = None, seed: tuple[array[int], int] | None = None,
+              only: set[str] | None = None) -> tuple[History, array[int]]:
     """``audit.fastingest.load_file`` (no DLQ) for worker ``k``'s lines: the history and the
     de-duplication table's slots (``FirstSeen``'s layout). ``refuse``: (event id, byte offset
     of its first copy in another worker), put into the table unchecked first. ``expected``:
-    the ids to size the table for (default: one per typical line of the file)."""
+    the ids to size the table for (default: one per typical line of the file). ``seed``: the
+    slots and id count of an earlier pass's table to start from (``FirstSeen.adopt``).
+    ``only``: of this worker's lines, those of these units (decoded to know)."""
     if acceptor.dlq:
         raise AuditError("a split replay reads a file, which has no dead-letter topic")
     limit = acceptor.validator.max_bytes
@@ -94,7 +98,7 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: Mapping[str, i
             return routed or k == 0
         u = body.get("unit_id")
         if (get(u, 0) if type(u) is str else 0) == k:
-            return True
+            return only is None or u in only
         if routed:
             raise Misrouted
         return False
@@ -102,11 +106,14 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: Mapping[str, i
     with (open(source.path, "rb", buffering=READ_BUFFER) as fh, open(source.path, "rb") as again,
           paused_gc()):
         if expected is None:
-            expected = os.fstat(fh.fileno()).st_size // TYPICAL_LINE
+            expected = 0 if seed is not None else os.fstat(fh.fileno()).st_size // TYPICAL_LINE
         table = FirstSeen(partial(body_at, again), expected,
                           checked_at=partial(checked_at, again))
+        if seed is not None:
+            table.adopt(*seed)
         for event_id, token in refuse:
-            table.foreign(event_id, token)
+            if seed is None or not table.repoint(event_id, token):
+                table.foreign(event_id, token)
         tables = _Tables(acceptor, table)
         functions, slow = tables.fused.functions, tables.slow
         pos = folded = 0
@@ -133,6 +140,8 @@ def load_part(source: FileSource, acceptor: Acceptor, assignment: Mapping[str, i
                     if (get(u, 0) if type(u) is str else 0) != k:
                         if routed:
                             raise Misrouted
+                        continue
+                    if only is not None and u not in only:
                         continue
                     decided = True
                     try:
@@ -181,16 +190,66 @@ def shared(path: str | os.PathLike[str], k: int, tables: Mapping[int, Sequence[i
     return found
 
 
-def refusals(found: Iterable[tuple[str, int, int]]) -> dict[int, list[tuple[str, int]]]:
-    """Worker -> (event id, byte offset of its first copy) for each id it accepted that
-    another worker accepted from an earlier line."""
+def refusals(found: Iterable[tuple[str, int, int]]) -> dict[int, list[tuple[str, int, int]]]:
+    """Worker -> (event id, byte offset of its first copy, of the worker's own) for each id
+    it accepted that another worker accepted from an earlier line."""
     copies: dict[str, dict[int, int]] = {}
     for event_id, worker, token in found:
         copies.setdefault(event_id, {})[worker] = token
-    out: dict[int, list[tuple[str, int]]] = {}
+    out: dict[int, list[tuple[str, int, int]]] = {}
     for event_id, per in copies.items():
         first = min(per.values())
         for worker, token in per.items():
             if token != first:
-                out.setdefault(worker, []).append((event_id, first))
+                out.setdefault(worker, []).append((event_id, first, token))
     return out
+
+
+def second_pass(source: FileSource, acceptor: Acceptor, assignment: Mapping[str, int], *,
+                route: bool, first: History, slots: Sequence[int],
+                refuse: Sequence[tuple[str, int, int]]) -> History | None:
+    """A worker's history as if ``refuse`` (``refusals``) had been known from the start,
+    rebuilding only the units of its own copies of those ids, from its first pass's table
+    (``slots``): twice over those units' lines, without and with ``refuse``, so that their
+    statistics can be taken out of the first pass's (``acceptor``'s, updated) and theirs put
+    in. None where that would not be exact (a copy of no unit; a line misrouted once the
+    other units are left out; the first pass's first or last instant that may have gone):
+    then ingest again in full."""
+    units: set[str] = set()
+    with open(source.path, "rb") as fh:
+        for _, _, token in refuse:
+            unit = body_at(fh, token).get("unit_id")
+            if type(unit) is not str or unit not in assignment:  # a line of worker 0's rule
+                return None
+            units.add(unit)
+    # this worker's units are worker 1's, the lines of no unit worker 0's: all of worker 1's
+    # lines are decoded (a line may name one of its units in its bytes, another in its JSON)
+    # and those of ``units`` folded
+    k = assignment[next(iter(units))]
+    alone = {u: 1 if w == k else 2 for u, w in assignment.items()}
+    runs = []
+    for again in ((), [(event_id, token) for event_id, token, _ in refuse]):
+        part = Acceptor(acceptor.catalog, acceptor.validator.max_bytes)
+        seed = array("q")
+        seed.frombytes(memoryview(slots).cast("B"))  # type: ignore[arg-type]
+        try:
+            history, _ = load_part(source, part, alone, 1, route=route, refuse=again,
+                                   seed=(seed, acceptor.stats.accepted), only=units)
+        except Misrouted:
+            return None
+        runs.append((history, part.stats))
+    (before, was), (after, now) = runs
+    for bound in ("first_ts", "last_ts"):
+        if getattr(before, bound) == getattr(first, bound) != getattr(after, bound):
+            return None  # these units held the bound, which moved: the next one is unknown
+    stats = acceptor.stats
+    stats.records += now.records - was.records
+    stats.accepted += now.accepted - was.accepted
+    stats.duplicates += now.duplicates - was.duplicates
+    stats.rejected.update(now.rejected)
+    stats.rejected.subtract(was.rejected)
+    stats.rejected = Counter({code: n for code, n in stats.rejected.items() if n})
+    for unit in units:
+        first.states.pop(unit, None)
+    first.states.update(after.states)
+    return first

@@ -95,6 +95,29 @@ class FirstSeen:
         (or unchecked) copy is there: a line another process validates and counts."""
         self._probe(event_id, -1 - token, None)
 
+    def adopt(self, slots: array[int], count: int) -> None:
+        """Take over another table's ``_slots`` holding ``count`` ids (an earlier pass over
+        the same input): a copy found at the very token it is checked with is that copy, new
+        (``audit.splitingest``'s second pass)."""
+        self._slots, self._size = slots, len(slots) // 2
+        self._room = self._size // 2 - count
+
+    def repoint(self, event_id: str, token: int) -> bool:
+        """Make the entry of ``event_id``, if there is one, an unchecked copy at ``token``
+        (another process's earlier copy); whether there was one."""
+        tag = _hash(event_id) | 1
+        slots, end = self._slots, len(self._slots)
+        j = tag % end
+        while (other := slots[j]) != 0:
+            if other == tag and (first := self._first(j)) is not None \
+                    and first["event_id"] == event_id:
+                slots[j - 1] = -1 - token
+                return True
+            j += 2
+            if j > end:
+                j = 1
+        return False
+
     def _probe(self, event_id: str, token: int, event: Event | None) -> str:
         tag = _hash(event_id) | 1
         slots = self._slots
@@ -107,7 +130,9 @@ class FirstSeen:
                 if first is None:
                     free = free or j
                 elif first["event_id"] == event_id:
-                    return NEW if event is None else classify(body_digest(first), event.digest)
+                    if event is None or slots[j - 1] == token:  # unchecked, or this very copy
+                        return NEW
+                    return classify(body_digest(first), event.digest)
             j += 2
             if j > end:
                 j = 1

@@ -118,3 +118,10 @@ def growing_lines(n: int = 600) -> list[bytes]:
             lines.append(orjson.dumps({**body, "event_id": f"e{i // 2}"}))
             lines.append(lines[i // 3])
     return lines
+
+
+def misleading(line: bytes, unit: str) -> bytes:
+    """The line with ``unit`` named first (JSON keeps the last of a repeated key): routed by
+    its bytes to ``unit``'s worker, though its top-level unit is another."""
+    return line.replace(b"{", b'{"unit_id":"' + unit.encode() + b'",', 1)
+
